@@ -1,0 +1,3 @@
+"""bench: a benchmark harness and leaderboard for attention variants."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,75 @@
+"""Cost figures of a variant: parameters, KV-cache bytes derived from its layout and measured in decoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from bench_tasks.backbones.gpt import GPTConfig
+    from bench_variants.base import AttentionConfig, VariantSpec
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "float32": "float32", "float16": "float16"}
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    """'fp16', 'bf16', 'fp32' (or torch names) to a torch dtype."""
+    import torch
+
+    if name not in DTYPES:
+        raise ValueError(f"Unknown dtype {name!r}; use one of {', '.join(DTYPES)}")
+    dtype: torch.dtype = getattr(torch, DTYPES[name])
+    return dtype
+
+
+def reduction_vs(spec: VariantSpec, baseline: VariantSpec, config: AttentionConfig) -> float:
+    """Fraction of the baseline's cache this variant saves (0.5 = half), dtype-independent."""
+    own = spec.bytes_per_token_per_layer(config)
+    base = baseline.bytes_per_token_per_layer(config)
+    return 1.0 - own / base
+
+
+def parameter_count(spec: VariantSpec, config: GPTConfig) -> int:
+    """Exact parameter count of the GPT built around `spec`, on the meta device (no memory)."""
+    import torch
+
+    from bench_tasks.backbones.gpt import GPT
+
+    with torch.device("meta"):
+        model = GPT(config, spec)
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass(frozen=True)
+class DecodeCheck:
+    """One measured decode: bytes held by the cache tensors against the derived figure, and logits agreement."""
+
+    variant: str
+    bytes_held: int
+    bytes_derived: int
+    max_abs_diff: float
+
+    @property
+    def bytes_match(self) -> bool:
+        return self.bytes_held == self.bytes_derived
+
+
+def measure_decoding(spec: VariantSpec, config: GPTConfig, n_tokens: int, seed: int = 0) -> DecodeCheck:
+    """Decode `n_tokens` one at a time through a real cache and compare with the full causal pass (fp32)."""
+    import torch
+
+    from bench_tasks.backbones.gpt import GPT
+
+    torch.manual_seed(seed)
+    model = GPT(config, spec).eval()
+    idx_1T = torch.randint(config.vocab_size, (1, n_tokens))
+    with torch.no_grad():
+        full_1TV = model(idx_1T)
+        caches = model.new_cache(batch_size=1, capacity=n_tokens)
+        steps = [model(idx_1T[:, t : t + 1], caches=caches) for t in range(n_tokens)]
+    step_1TV = torch.cat(steps, dim=1)
+    held = sum(c.nbytes for c in caches)
+    derived = spec.kv_cache_bytes(config.block.attention, config.n_layers, n_tokens, torch.float32)
+    return DecodeCheck(spec.id, held, derived, (full_1TV - step_1TV).abs().max().item())

@@ -1,0 +1,141 @@
+"""Exact properties of the study's grid: symmetry, equivalences, the convex hull, the "+" fold."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bench_variants import presets as P
+from bench_variants.base import AttentionConfig, replace
+from bench_variants.grid import SharedProjectionAttention, SharedProjectionVariant, Tie
+
+from .conftest import ALL_SPECS
+
+GRID = [s for s in ALL_SPECS if isinstance(s, SharedProjectionVariant)]
+CONFIG = AttentionConfig(d_model=32, n_heads=4)
+
+
+def _build(spec: SharedProjectionVariant, config: AttentionConfig = CONFIG) -> SharedProjectionAttention:
+    module = spec.build(config)
+    assert isinstance(module, SharedProjectionAttention)
+    return module
+
+
+def _copy_weights(src: nn.Module, dst: nn.Module) -> None:
+    dst.load_state_dict(src.state_dict())
+
+
+def test_every_study_variant_is_registered() -> None:
+    names = {s.display_name for s in GRID}
+    expected = {"QKV", "Q=K-V", "Q-K=V", "Q=K=V", "(Q=K-V)+", "(Q=K=V)+", "GQA-4", "MQA", "Q-GQA-4", "Q-MQA"}
+    assert expected <= names
+
+
+@pytest.mark.parametrize("spec", [s for s in GRID if s.tie.query_is_key], ids=lambda s: s.id)
+def test_tied_query_key_scores(spec: SharedProjectionVariant) -> None:
+    """Q=K makes pre-softmax scores exactly symmetric; the "+" correction must break that."""
+    module = _build(spec)
+    if spec.positional_channels:
+        with torch.no_grad():
+            module.pos_weight.normal_()
+    s_BHTT = module.scores(torch.randn(2, 9, 32))
+    asymmetry = (s_BHTT - s_BHTT.transpose(-1, -2)).abs().max().item()
+    if spec.positional_channels:
+        assert asymmetry > 1e-2
+    else:
+        assert asymmetry == 0.0
+
+
+@pytest.mark.parametrize("spec", [s for s in GRID if not s.tie.query_is_key], ids=lambda s: s.id)
+def test_separate_query_scores_are_not_symmetric(spec: SharedProjectionVariant) -> None:
+    config = AttentionConfig(d_model=64, n_heads=8)
+    if spec.check(config):
+        pytest.skip(spec.check(config))
+    s_BHTT = _build(spec, config).scores(torch.randn(2, 9, 64))
+    assert (s_BHTT - s_BHTT.transpose(-1, -2)).abs().max().item() > 1e-3
+
+
+def test_qkv_equals_torch_multihead_attention() -> None:
+    ours = _build(P.QKV)
+    mha = nn.MultiheadAttention(32, 4, batch_first=True)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(ours.in_proj.weight)
+        mha.in_proj_bias.copy_(ours.in_proj.bias)
+        mha.out_proj.weight.copy_(ours.out_proj.weight)
+        mha.out_proj.bias.copy_(ours.out_proj.bias)
+    x = torch.randn(3, 10, 32)
+    pad = torch.zeros(3, 10, dtype=torch.bool)
+    pad[1, 6:] = True
+    expected, _ = mha(x, x, x, key_padding_mask=pad, need_weights=False)
+    torch.testing.assert_close(ours(x, pad_mask_BT=pad), expected, rtol=1e-5, atol=1e-6)
+    causal_mask = nn.Transformer.generate_square_subsequent_mask(10)
+    expected, _ = mha(x, x, x, attn_mask=causal_mask, need_weights=False)
+    torch.testing.assert_close(ours(x, causal=True), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("grouped", "full"), [(P.GQA4, P.QKV), (P.MQA, P.QKV), (P.TIED_KV_GQA4, P.TIED_KV), (P.TIED_KV_MQA, P.TIED_KV)]
+)
+def test_grouped_with_all_heads_equals_ungrouped(
+    grouped: SharedProjectionVariant, full: SharedProjectionVariant
+) -> None:
+    """GQA with g = H is QKV, and Q-GQA with g = H is Q-K=V, weight for weight."""
+    as_full = replace(grouped, kv_heads=CONFIG.n_heads)
+    a, b = _build(as_full), _build(full)
+    _copy_weights(a, b)
+    x = torch.randn(2, 11, 32)
+    torch.testing.assert_close(a(x, causal=True), b(x, causal=True), rtol=0, atol=0)
+    assert as_full.cache_layout(CONFIG) == full.cache_layout(CONFIG)
+
+
+@pytest.mark.parametrize("spec", [s for s in GRID if s.tie == Tie.KV], ids=lambda s: s.id)
+def test_tied_key_value_output_is_in_the_convex_hull_of_keys(spec: SharedProjectionVariant) -> None:
+    config = AttentionConfig(d_model=64, n_heads=8)
+    module = _build(spec, config)
+    with torch.no_grad():  # identity output projection exposes the per-head attention output
+        module.out_proj.weight.copy_(torch.eye(64))
+        module.out_proj.bias.zero_()
+    x = torch.randn(2, 12, 64)
+    y_BHTK = module(x).view(2, 12, 8, 8).transpose(1, 2)
+    _, k_BGTK, _ = module._project(x)
+    k_BHTK = k_BGTK.repeat_interleave(8 // k_BGTK.shape[1], dim=1)
+    directions_KN = torch.nn.functional.normalize(torch.randn(8, 64), dim=0)
+    # y is in the hull iff along every direction it lies between the keys' extremes
+    proj_y = y_BHTK @ directions_KN  # (B, H, T, N)
+    proj_k = k_BHTK @ directions_KN
+    lo, hi = proj_k.min(dim=2, keepdim=True).values, proj_k.max(dim=2, keepdim=True).values
+    assert (proj_y >= lo - 1e-5).all() and (proj_y <= hi + 1e-5).all()
+    # and the check has teeth: a point outside the keys' range is caught
+    assert ((2 * hi - lo) > hi + 1e-5).any()
+
+
+@pytest.mark.parametrize("spec", [s for s in GRID if s.positional_channels], ids=lambda s: s.id)
+def test_plus_fold_into_sdpa_is_exact(spec: SharedProjectionVariant) -> None:
+    """The SDPA path equals softmax(S') V with S' = S sum(w) + P w + b computed by the paper's formula."""
+    module = _build(spec).double()
+    with torch.no_grad():
+        module.pos_weight.normal_()
+        module.pos_bias.fill_(0.7)
+    x = torch.randn(2, 9, 32, dtype=torch.double)
+    _, _, v_BGTK = module._project(x)
+    attn_BHTT = torch.softmax(module.scores(x), dim=-1)
+    expected = module.out_proj((attn_BHTT @ v_BGTK).transpose(1, 2).reshape(2, 9, 32))
+    torch.testing.assert_close(module(x), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_plus_forms_add_m_weights_and_a_bias_per_layer() -> None:
+    for plus, base in ((P.TIED_QK_POS, P.TIED_QK), (P.TIED_QKV_POS, P.TIED_QKV)):
+        n_plus = sum(p.numel() for p in _build(plus).parameters())
+        n_base = sum(p.numel() for p in _build(base).parameters())
+        assert n_plus - n_base == plus.positional_channels + 1
+
+
+@pytest.mark.parametrize(
+    ("kv_heads", "n_heads", "tie", "ok"),
+    [(4, 16, Tie.NONE, True), (3, 16, Tie.NONE, False), (32, 16, Tie.NONE, False), (4, 16, Tie.QK, False)],
+)
+def test_check_explains_impossible_grid_points(kv_heads: int, n_heads: int, tie: Tie, ok: bool) -> None:
+    spec = SharedProjectionVariant("x", "X", tie, kv_heads=kv_heads)
+    reason = spec.check(AttentionConfig(16 * n_heads, n_heads))
+    assert (reason is None) == ok

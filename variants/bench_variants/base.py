@@ -1,0 +1,261 @@
+"""The attention-variant contract that every variant, built-in or plugin, implements.
+
+A variant is registered as a `VariantSpec` under the entry-point group `bench.variants`. The spec
+is cheap to load: it declares what the variant is (id, display name, version, capabilities, cache
+layout) without building anything, so the harness can list variants, derive cache sizes and skip
+impossible cells before any tensor exists. `VariantSpec.build` returns an `Attention` module.
+
+This module depends on torch only (never on `bench`), so plugins can depend on it alone.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """Shape of one attention block; everything outside attention is the backbone's business.
+
+    Attributes:
+        d_model: Width of the residual stream (input and output of the block).
+        n_heads: Number of query heads; `d_model` must be divisible by it.
+        bias: Whether projections carry a bias (the study's GPT-2 models do).
+        dropout: Attention-probability dropout, active in training mode only.
+    """
+
+    d_model: int
+    n_heads: int
+    bias: bool = True
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.d_model <= 0 or self.n_heads <= 0:
+            raise ValueError(f"d_model and n_heads must be positive, got {self.d_model}, {self.n_heads}")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
+                "pick a width that is a multiple of the head count"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+@dataclass(frozen=True)
+class Supports:
+    """What a variant can do, so a harness skips impossible cells instead of crashing in them.
+
+    Attributes:
+        causal: Works under a causal mask (decoder language models).
+        key_padding: Honours a key-padding mask.
+        decoding: Supports incremental decoding with a `KVCache`.
+        variable_length: Works for any sequence length (False: only the length it was built for).
+    """
+
+    causal: bool = True
+    key_padding: bool = True
+    decoding: bool = True
+    variable_length: bool = True
+
+
+def dtype_bytes(dtype: torch.dtype) -> int:
+    """Bytes per element of `dtype`."""
+    return torch.empty((), dtype=dtype).element_size()
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """What one layer caches per token at inference.
+
+    bytes/token/layer = tensors_per_head x kv_heads x head_dim x bytes per element, where
+    tensors_per_head is 2 for separate K and V, or 1 when the value is the key (K=V).
+    """
+
+    tensors_per_head: int
+    kv_heads: int
+    head_dim: int
+
+    def bytes_per_token_per_layer(self, dtype: torch.dtype = torch.float16) -> int:
+        return self.tensors_per_head * self.kv_heads * self.head_dim * dtype_bytes(dtype)
+
+    def kv_cache_bytes(
+        self, n_layers: int, n_tokens: int, dtype: torch.dtype = torch.float16, batch_size: int = 1
+    ) -> int:
+        """Bytes held by the cache of `n_layers` layers for `n_tokens` tokens of `batch_size` sequences."""
+        return self.bytes_per_token_per_layer(dtype) * n_layers * n_tokens * batch_size
+
+
+class KVCache:
+    """One layer's preallocated inference cache: `tensors_per_head` tensors of (B, kv_heads, capacity, hd).
+
+    Preallocation makes the memory held exactly `CacheLayout.kv_cache_bytes` for `capacity` tokens,
+    and appending a token a copy rather than a reallocation.
+    """
+
+    def __init__(
+        self,
+        layout: CacheLayout,
+        batch_size: int,
+        capacity: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        shape = (batch_size, layout.kv_heads, capacity, layout.head_dim)
+        self.layout = layout
+        self.capacity = capacity
+        self.length = 0
+        self.tensors = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layout.tensors_per_head)]
+
+    @classmethod
+    def for_model(
+        cls,
+        layout: CacheLayout,
+        n_layers: int,
+        batch_size: int,
+        capacity: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> list[KVCache]:
+        """One cache per layer."""
+        return [cls(layout, batch_size, capacity, dtype, device) for _ in range(n_layers)]
+
+    def append(self, *new_BHTK: Tensor) -> list[Tensor]:
+        """Store the new tokens' tensors and return views of everything cached so far.
+
+        Args:
+            *new_BHTK: One tensor per cached kind (K, or K and V), each (B, kv_heads, T_new, hd).
+
+        Returns:
+            The cached tensors (B, kv_heads, length, hd), new tokens included.
+        """
+        if len(new_BHTK) != len(self.tensors):
+            raise ValueError(f"cache holds {len(self.tensors)} tensors per token, got {len(new_BHTK)}")
+        t_new = new_BHTK[0].shape[2]
+        end = self.length + t_new
+        if end > self.capacity:
+            raise ValueError(
+                f"KV cache full: {self.length} + {t_new} tokens exceed its capacity of {self.capacity}; "
+                "allocate the cache with a larger capacity"
+            )
+        for buf, new in zip(self.tensors, new_BHTK, strict=True):
+            buf[:, :, self.length : end] = new
+        self.length = end
+        return [buf[:, :, :end] for buf in self.tensors]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes actually held by the cache tensors."""
+        return sum(t.numel() * t.element_size() for t in self.tensors)
+
+
+class Attention(nn.Module, abc.ABC):
+    """An attention block mapping x (B, T, D) to y (B, T, D); it owns all its projections."""
+
+    @abc.abstractmethod
+    def forward(
+        self,
+        x_BTD: Tensor,
+        *,
+        causal: bool = False,
+        pad_mask_BT: Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """Attend.
+
+        Args:
+            x_BTD: Input; with a cache, only the new tokens (their positions follow the cached ones).
+            causal: Apply a causal mask (token t sees tokens <= t).
+            pad_mask_BT: Bool, True where a key is padding and must be ignored.
+            cache: Incremental-decoding cache of this layer; appended to in place.
+
+        Returns:
+            y (B, T, D).
+        """
+
+
+class VariantSpec(abc.ABC):
+    """A registered attention variant: declares what it is and builds `Attention` modules.
+
+    Subclasses set the class or instance attributes below and implement `build` and
+    `cache_layout`. The registry checks that `id` equals the entry-point name.
+    """
+
+    id: str  # shell-friendly, e.g. "qkv-tied-kv"
+    display_name: str  # the study's notation, e.g. "Q-K=V"
+    version: str  # bump when results of this variant would change
+    supports: Supports
+    summary: str = ""  # one line: the mechanism
+
+    @abc.abstractmethod
+    def build(self, config: AttentionConfig) -> Attention:
+        """A fresh module for `config`; call `check` first for a readable refusal."""
+
+    @abc.abstractmethod
+    def cache_layout(self, config: AttentionConfig) -> CacheLayout:
+        """What one layer of this variant caches per token under `config`."""
+
+    def check(self, config: AttentionConfig) -> str | None:
+        """Why this variant cannot run `config`, or None when it can."""
+        return None
+
+    def bytes_per_token_per_layer(self, config: AttentionConfig, dtype: torch.dtype = torch.float16) -> int:
+        return self.cache_layout(config).bytes_per_token_per_layer(dtype)
+
+    def kv_cache_bytes(
+        self,
+        config: AttentionConfig,
+        n_layers: int,
+        n_tokens: int,
+        dtype: torch.dtype = torch.float16,
+        batch_size: int = 1,
+    ) -> int:
+        """Derived cache bytes for a model of `n_layers` such blocks holding `n_tokens` tokens."""
+        return self.cache_layout(config).kv_cache_bytes(n_layers, n_tokens, dtype, batch_size)
+
+    def describe(self) -> dict[str, str]:
+        """Plain fields for tables and result files."""
+        return {"id": self.id, "display_name": self.display_name, "version": self.version}
+
+
+def sinusoid_1d(n: int, channels: int, *, device: torch.device | None = None) -> Tensor:
+    """(n, channels): position p as alternating sin/cos at geometrically spaced frequencies."""
+    pos = torch.arange(n, dtype=torch.float32, device=device)
+    idx = torch.arange(channels, dtype=torch.float32, device=device)
+    freq = torch.pow(10000.0, -2 * torch.div(idx, 2, rounding_mode="floor") / max(channels, 1))
+    angle = pos[:, None] * freq[None, :]
+    return torch.where(idx.long() % 2 == 0, torch.sin(angle), torch.cos(angle))
+
+
+def row_channels(channels: int) -> int:
+    """How many of the m channels of the 2D tensor encode the row (query) index."""
+    return math.ceil(channels / 2)
+
+
+def sinusoid_2d(n: int, channels: int, *, device: torch.device | None = None) -> Tensor:
+    """The fixed 2D positional tensor P (n, n, m) of the study's "+" correction.
+
+    The first ceil(m/2) channels encode the row index i and the rest the column index j, each with
+    `sinusoid_1d`. The paper gives no exact formula (UNCONFIRMED); this is our documented choice.
+    What matters for the mechanism is that P[i, j] != P[j, i], which makes scores asymmetric.
+    """
+    n_row = row_channels(channels)
+    rows_NC = sinusoid_1d(n, n_row, device=device)
+    cols_NC = sinusoid_1d(n, channels - n_row, device=device)
+    return torch.cat(
+        [rows_NC[:, None, :].expand(n, n, n_row), cols_NC[None, :, :].expand(n, n, channels - n_row)], dim=-1
+    )
+
+
+def replace(spec: VariantSpec, **changes: object) -> VariantSpec:
+    """A copy of a dataclass spec with fields changed (e.g. `replace(GQA4, kv_heads=8)`)."""
+    if not dataclasses.is_dataclass(spec):
+        raise TypeError(f"{type(spec).__name__} is not a dataclass spec; it cannot be varied by field")
+    return dataclasses.replace(spec, **changes)  # type: ignore[type-var]

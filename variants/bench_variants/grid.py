@@ -1,0 +1,228 @@
+"""The study's grid of attention variants, expressed once.
+
+    tie pattern (none, Q=K, K=V, Q=K=V) x KV heads (H, g, 1) x 2D positional correction (off, m)
+
+Every named variant of "Do Transformers Need Three Projections?" (Kayyam et al., ICML 2026) is a
+point of this grid; `presets.py` names them. One module implements the whole grid through
+`torch.nn.functional.scaled_dot_product_attention`:
+
+* the distinct projections are one fused `in_proj` whose output splits into the tied roles;
+* fewer KV heads than query heads use SDPA's grouped-query path;
+* the "+" correction S'_ij = S_ij * sum(w) + sum_c w_c P_ijc + b is linear in S, so it folds into
+  SDPA, not a hand-written softmax. P's row channels depend on i only and b on nothing, so they add
+  a constant to every score of row i, which softmax ignores; what remains is the scale sum(w) and a
+  per-key bias c_j = sum_{column c} w_c P_jc. Both enter SDPA's fast kernels through one extra head
+  dimension: q' = [sum(w) q, sqrt(d)], k' = [k, c_j + b], v' = [v, 0], scale 1/sqrt(d). (A learned
+  (T, T) float mask would force the slow math kernel for its gradient.)
+
+KV cache per token per layer = (1 if K=V else 2) x kv_heads x d_head x bytes per element.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import (
+    Attention,
+    AttentionConfig,
+    CacheLayout,
+    KVCache,
+    Supports,
+    VariantSpec,
+    row_channels,
+    sinusoid_1d,
+    sinusoid_2d,
+)
+
+
+class Tie(enum.Enum):
+    """Which of the query, key and value projections are one and the same."""
+
+    NONE = "none"  # QKV: three projections
+    QK = "q=k"  # Q=K-V: symmetric scores
+    KV = "k=v"  # Q-K=V: the value is the key; cache K only
+    QKV = "q=k=v"  # one projection
+
+    @property
+    def roles(self) -> tuple[int, int, int]:
+        """Index of the projection that plays query, key and value."""
+        return {Tie.NONE: (0, 1, 2), Tie.QK: (0, 0, 1), Tie.KV: (0, 1, 1), Tie.QKV: (0, 0, 0)}[self]
+
+    @property
+    def caches_value_separately(self) -> bool:
+        return self.roles[1] != self.roles[2]
+
+    @property
+    def query_is_key(self) -> bool:
+        return self.roles[0] == self.roles[1]
+
+
+class SharedProjectionAttention(Attention):
+    """Multi-head attention with tied projections, grouped KV heads and an optional 2D correction."""
+
+    def __init__(self, config: AttentionConfig, tie: Tie, kv_heads: int, positional_channels: int = 0) -> None:
+        super().__init__()
+        self.tie, self.n_heads, self.kv_heads = tie, config.n_heads, kv_heads
+        self.head_dim, self.dropout = config.head_dim, config.dropout
+        # head count of each distinct projection, in role order: the query projection has all H heads
+        n_proj = max(tie.roles) + 1
+        self.proj_heads = [config.n_heads] + [kv_heads] * (n_proj - 1)
+        self.in_proj = nn.Linear(config.d_model, sum(self.proj_heads) * self.head_dim, bias=config.bias)
+        self.out_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+        self.positional_channels = positional_channels
+        if positional_channels:
+            # the 1x1 map folding the m positional channels (plus the score) back to one score;
+            # initialised to sum(w) = 1 so the block starts as plain attention plus a small bias
+            self.pos_weight = nn.Parameter(torch.full((positional_channels,), 1.0 / positional_channels))
+            self.pos_bias = nn.Parameter(torch.zeros(()))
+        self._pos_table: dict[tuple[int, torch.device], Tensor] = {}
+
+    def _project(self, x_BTD: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        B, T, _ = x_BTD.shape
+        heads_BNTK = self.in_proj(x_BTD).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, sum heads, T, hd)
+        parts = heads_BNTK.split(self.proj_heads, dim=1)
+        q, k, v = (parts[i] for i in self.tie.roles)
+        return q, k, v
+
+    def _column_bias(self, n: int, device: torch.device) -> Tensor:
+        """(n,) per-key bias c_j: the part of the 2D correction that softmax does not cancel."""
+        n_row = row_channels(self.positional_channels)
+        key = (n, device)
+        if key not in self._pos_table:
+            self._pos_table[key] = sinusoid_1d(n, self.positional_channels - n_row, device=device)
+        return self._pos_table[key].to(self.pos_weight.dtype) @ self.pos_weight[n_row:]
+
+    def _fold_positional(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Append the extra head dimension that carries the "+" correction into SDPA."""
+        t_q, t_k = q.shape[2], k.shape[2]
+        q_col = torch.full((*q.shape[:2], t_q, 1), math.sqrt(self.head_dim), dtype=q.dtype, device=q.device)
+        # b rides along with c_j: softmax cancels it exactly (its gradient is 0), as in the paper's formula
+        col_bias_S = self._column_bias(t_k, k.device) + self.pos_bias
+        k_col = col_bias_S.to(k.dtype)[None, None, :, None].expand(*k.shape[:2], t_k, 1)
+        q = torch.cat([q * self.pos_weight.sum(), q_col], dim=-1)  # S * sum(w)
+        return q, torch.cat([k, k_col], dim=-1), F.pad(v, (0, 1))
+
+    def _mask(
+        self, t_q: int, t_k: int, causal: bool, pad_mask_BT: Tensor | None, device: torch.device
+    ) -> Tensor | None:
+        """Bool mask, True where attention is allowed, broadcastable to (B, H, t_q, t_k); None: all."""
+        allowed: Tensor | None = None
+        if causal:
+            offset = t_k - t_q  # queries are the last t_q positions
+            q_pos = torch.arange(t_q, device=device)[:, None] + offset
+            allowed = torch.arange(t_k, device=device)[None, :] <= q_pos  # (t_q, t_k)
+        if pad_mask_BT is not None:
+            keep_B11T = ~pad_mask_BT[:, None, None, :]
+            allowed = keep_B11T if allowed is None else allowed & keep_B11T
+        return allowed
+
+    def forward(
+        self,
+        x_BTD: Tensor,
+        *,
+        causal: bool = False,
+        pad_mask_BT: Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        B, T, D = x_BTD.shape
+        q_BHTK, k_BGTK, v_BGTK = self._project(x_BTD)
+        if cache is not None:
+            if self.tie.caches_value_separately:
+                k_BGTK, v_BGTK = cache.append(k_BGTK, v_BGTK)
+            else:
+                (k_BGTK,) = cache.append(k_BGTK)
+                v_BGTK = k_BGTK
+        t_k = k_BGTK.shape[2]
+        mask = None
+        simple_causal = causal and pad_mask_BT is None
+        if simple_causal and t_k == T:
+            is_causal = True  # SDPA's fused causal path
+        else:
+            is_causal = False
+            if not (simple_causal and T == 1):  # one new token sees the whole cache: no mask
+                mask = self._mask(T, t_k, causal, pad_mask_BT, x_BTD.device)
+        if self.positional_channels:
+            q_BHTK, k_BGTK, v_BGTK = self._fold_positional(q_BHTK, k_BGTK, v_BGTK)
+        y_BHTK = F.scaled_dot_product_attention(
+            q_BHTK,
+            k_BGTK,
+            v_BGTK,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
+            scale=1.0 / math.sqrt(self.head_dim),
+            enable_gqa=self.kv_heads != self.n_heads,
+        )[..., : self.head_dim]
+        return self.out_proj(y_BHTK.transpose(1, 2).reshape(B, T, D))
+
+    @torch.no_grad()
+    def scores(self, x_BTD: Tensor) -> Tensor:
+        """Pre-softmax scores (B, H, T, T) without masks, by the paper's formula (for analysis and tests).
+
+        With the "+" correction: S' = S * sum(w) + P @ w + b, with the full 2D tensor P.
+        """
+        q_BHTK, k_BGTK, _ = self._project(x_BTD)
+        k_BHTK = k_BGTK.repeat_interleave(self.n_heads // self.kv_heads, dim=1)
+        s_BHTT = (q_BHTK @ k_BHTK.transpose(-1, -2)) / math.sqrt(self.head_dim)
+        if self.positional_channels:
+            T = x_BTD.shape[1]
+            table_TTM = sinusoid_2d(T, self.positional_channels, device=x_BTD.device).to(s_BHTT.dtype)
+            s_BHTT = s_BHTT * self.pos_weight.sum() + table_TTM @ self.pos_weight + self.pos_bias
+        return s_BHTT
+
+
+@dataclass(frozen=True)
+class SharedProjectionVariant(VariantSpec):
+    """A point of the study's grid. `kv_heads=None` means one KV head per query head.
+
+    Reference: Kayyam, Madan Gopal, Lewis, "Do Transformers Need Three Projections?", ICML 2026;
+    GQA/MQA: Ainslie et al. 2023, Shazeer 2019.
+    """
+
+    id: str
+    display_name: str
+    tie: Tie = Tie.NONE
+    kv_heads: int | None = None
+    positional_channels: int = 0
+    version: str = "1"
+    summary: str = ""
+
+    @property
+    def supports(self) -> Supports:  # type: ignore[override]
+        # the paper uses the "+" correction on non-causal tasks only; its bias is (T, T) per call
+        plus = self.positional_channels > 0
+        return Supports(causal=not plus, key_padding=True, decoding=not plus, variable_length=True)
+
+    def n_kv_heads(self, config: AttentionConfig) -> int:
+        return config.n_heads if self.kv_heads is None else self.kv_heads
+
+    def check(self, config: AttentionConfig) -> str | None:
+        g, h = self.n_kv_heads(config), config.n_heads
+        if g <= 0:
+            return f"kv_heads must be positive, got {g}"
+        if g > h or h % g:
+            return f"{g} KV heads cannot be shared evenly by {h} query heads (needs H % g == 0)"
+        if self.tie.query_is_key and g != h:
+            return f"tying Q=K needs as many KV heads as query heads ({h}), got {g}"
+        return None
+
+    def build(self, config: AttentionConfig) -> Attention:
+        reason = self.check(config)
+        if reason:
+            raise ValueError(f"variant {self.id!r} cannot run n_heads={config.n_heads}: {reason}")
+        return SharedProjectionAttention(config, self.tie, self.n_kv_heads(config), self.positional_channels)
+
+    def cache_layout(self, config: AttentionConfig) -> CacheLayout:
+        per_head = 2 if self.tie.caches_value_separately else 1
+        return CacheLayout(tensors_per_head=per_head, kv_heads=self.n_kv_heads(config), head_dim=config.head_dim)
+
+    def describe(self) -> dict[str, str]:
+        g = "H" if self.kv_heads is None else str(self.kv_heads)
+        pos = f"m={self.positional_channels}" if self.positional_channels else "off"
+        return {**super().describe(), "tie": self.tie.value, "kv_heads": g, "positional_2d": pos}

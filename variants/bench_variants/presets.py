@@ -1,0 +1,49 @@
+"""The study's named variants, each a preset of the grid in `grid.py`.
+
+Registered under the entry-point group `bench.variants` by this project's pyproject.toml, the same
+path a third-party plugin takes. Cache per token per layer, with H query heads of size d_head and
+b bytes per element: QKV and Q=K-V 2*H*d_head*b; Q-K=V and Q=K=V H*d_head*b; GQA-g 2*g*d_head*b;
+Q-GQA-g g*d_head*b; MQA 2*d_head*b; Q-MQA d_head*b.
+"""
+
+from __future__ import annotations
+
+from .grid import SharedProjectionVariant, Tie
+
+#: m of the "+" correction: the paper's value for synthetic and anomaly tasks (50 for vision, UNCONFIRMED)
+PLUS_CHANNELS = 10
+
+QKV = SharedProjectionVariant("qkv", "QKV", Tie.NONE, summary="baseline: separate W_Q, W_K, W_V; softmax(a Q K^T) V")
+TIED_QK = SharedProjectionVariant(
+    "tied-qk", "Q=K-V", Tie.QK, summary="W_QK serves as query and key: exactly symmetric scores"
+)
+TIED_KV = SharedProjectionVariant(
+    "tied-kv", "Q-K=V", Tie.KV, summary="W_KV serves as key and value: output is a convex combination of keys"
+)
+TIED_QKV = SharedProjectionVariant("tied-qkv", "Q=K=V", Tie.QKV, summary="one projection: softmax(a K K^T) K")
+TIED_QK_POS = SharedProjectionVariant(
+    "tied-qk-pos",
+    "(Q=K-V)+",
+    Tie.QK,
+    positional_channels=PLUS_CHANNELS,
+    summary="Q=K-V with a learned 2D positional term that makes scores asymmetric",
+)
+TIED_QKV_POS = SharedProjectionVariant(
+    "tied-qkv-pos",
+    "(Q=K=V)+",
+    Tie.QKV,
+    positional_channels=PLUS_CHANNELS,
+    summary="Q=K=V with a learned 2D positional term that makes scores asymmetric",
+)
+GQA4 = SharedProjectionVariant("gqa4", "GQA-4", Tie.NONE, kv_heads=4, summary="4 KV heads shared by all query heads")
+GQA8 = SharedProjectionVariant("gqa8", "GQA-8", Tie.NONE, kv_heads=8, summary="8 KV heads shared by all query heads")
+MQA = SharedProjectionVariant("mqa", "MQA", Tie.NONE, kv_heads=1, summary="one K and one V head for all query heads")
+TIED_KV_GQA4 = SharedProjectionVariant(
+    "tied-kv-gqa4", "Q-GQA-4", Tie.KV, kv_heads=4, summary="Q-K=V with 4 shared KV heads"
+)
+TIED_KV_GQA8 = SharedProjectionVariant(
+    "tied-kv-gqa8", "Q-GQA-8", Tie.KV, kv_heads=8, summary="Q-K=V with 8 shared KV heads"
+)
+TIED_KV_MQA = SharedProjectionVariant(
+    "tied-kv-mqa", "Q-MQA", Tie.KV, kv_heads=1, summary="Q-K=V with one KV head: the smallest cache"
+)
