@@ -138,3 +138,10 @@ def variants(entries: list[EntryPoint] | None = None) -> Registry[Any]:
     from bench_variants.base import VariantSpec
 
     return Registry(VARIANTS_GROUP, "variant", VariantSpec, entries)
+
+
+def tasks(entries: list[EntryPoint] | None = None) -> Registry[Any]:
+    """The task registry (`bench.tasks`)."""
+    from bench_tasks.base import Task
+
+    return Registry(TASKS_GROUP, "task", Task, entries)

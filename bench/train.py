@@ -1,0 +1,124 @@
+"""One Lightning fit of a task around a variant: the unit of work of every trial and every seed."""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import lightning as L
+
+    from bench_tasks.base import OptimConfig, Task, TaskConfig
+    from bench_variants.base import VariantSpec
+
+
+@dataclass
+class FitResult:
+    """What one fit measured. `val` and `test` hold the stage's metrics without their prefix."""
+
+    val: dict[str, float]
+    test: dict[str, float]
+    train_seconds: float
+    examples_per_second: float
+    peak_memory_bytes: int
+    parameters: int
+    data_source: dict[str, str] = field(default_factory=dict)
+
+
+class _Throughput:
+    """Counts training examples and time spent in training batches."""
+
+    def __init__(self) -> None:
+        self.examples = 0
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def callback(self) -> L.Callback:
+        import lightning as L
+
+        meter = self
+
+        class Meter(L.Callback):
+            def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, idx: int) -> None:
+                meter._start = time.perf_counter()
+
+            def on_train_batch_end(
+                self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, idx: int
+            ) -> None:
+                meter.seconds += time.perf_counter() - meter._start
+                first = batch[0] if isinstance(batch, list | tuple) else next(iter(batch.values()))
+                meter.examples += len(first)
+
+        return Meter()
+
+
+def _peak_memory(device: str) -> int:
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.max_memory_allocated())
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _stage(metrics: dict[str, Any], stage: str) -> dict[str, float]:
+    prefix = f"{stage}/"
+    return {k[len(prefix) :]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def fit(
+    task: Task,
+    variant: VariantSpec,
+    config: TaskConfig,
+    optim: OptimConfig,
+    *,
+    seed: int,
+    data_dir: Path,
+    test: bool = True,
+    callbacks: list[L.Callback] | None = None,
+    logger: Any = False,
+    fast_dev_run: bool = False,
+    progress: bool = False,
+) -> FitResult:
+    """Train `task` around `variant` with `seed`; validate, and test unless `test` is False (tuning)."""
+    import lightning as L
+    import torch
+
+    L.seed_everything(seed, workers=True, verbose=False)
+    source = task.prepare(data_dir)
+    datamodule = task.datamodule(data_dir, config, seed)
+    module = task.build_model(variant, config, optim)
+    meter = _Throughput()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    trainer = L.Trainer(
+        accelerator=device,
+        devices=1,
+        max_epochs=config.max_epochs,
+        max_steps=config.max_steps,
+        limit_train_batches=config.limit_train_batches,
+        gradient_clip_val=optim.grad_clip or None,
+        callbacks=[meter.callback(), *(callbacks or [])],
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        deterministic=False,
+        fast_dev_run=fast_dev_run,
+        num_sanity_val_steps=0,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    train_seconds = time.perf_counter() - start
+    val = _stage(trainer.callback_metrics, "val")
+    test_metrics = _stage(trainer.test(module, datamodule=datamodule, verbose=False)[0], "test") if test else {}
+    return FitResult(
+        val=val,
+        test=test_metrics,
+        train_seconds=train_seconds,
+        examples_per_second=meter.examples / meter.seconds if meter.seconds else 0.0,
+        peak_memory_bytes=_peak_memory(device),
+        parameters=sum(p.numel() for p in module.net.parameters()),
+        data_source=source.as_dict(),
+    )

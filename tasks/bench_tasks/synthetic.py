@@ -1,0 +1,234 @@
+"""Synthetic sequence tasks: the study's Table 1 (REVERSE, SORT, SUB, SWAP, COPY) and MQAR.
+
+Digit tasks: a sequence of digits 0-9 in, one digit per position out (10-way per-token
+classification, token accuracy), through an unmasked encoder with learned positions.
+
+MQAR (multi-query associative recall; Arora et al., "Zoology", 2023): n key-value pairs, then
+queries that repeat some of the keys; the target at each query is the value paired with that key
+(every other position is ignored). Here it runs through the same unmasked encoder as the digit tasks.
+
+Data are generated in memory, deterministically per seed; nothing is read from disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from bench_variants.base import VariantSpec
+
+from .backbones import Encoder, EncoderConfig
+from .base import DataSource, OptimConfig, Scale, Task, TaskConfig
+from .module import Sums, TaskModule, accuracy_sums, loss_sums
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class SyntheticConfig(TaskConfig):
+    seq_len: int = 16
+    n_train: int = 4096
+    n_val: int = 512
+    n_test: int = 1024
+    vocab: int = 10  # input symbols (digits); MQAR uses more
+
+
+def _digit_targets(name: str) -> Callable[[Tensor], Tensor]:
+    def reverse(x: Tensor) -> Tensor:
+        return x.flip(-1)
+
+    def sort(x: Tensor) -> Tensor:
+        return x.sort(dim=-1).values
+
+    def sub(x: Tensor) -> Tensor:
+        return 9 - x
+
+    def swap(x: Tensor) -> Tensor:
+        half = x.shape[-1] // 2
+        return torch.cat([x[:, half:], x[:, :half]], dim=-1)
+
+    def copy(x: Tensor) -> Tensor:
+        return x.clone()
+
+    return {"reverse": reverse, "sort": sort, "sub": sub, "swap": swap, "copy": copy}[name]
+
+
+def digit_examples(name: str, n: int, seq_len: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """`n` sequences of digits and their per-position targets for the digit task `name`."""
+    x_NT = torch.randint(10, (n, seq_len), generator=generator)
+    return x_NT, _digit_targets(name)(x_NT)
+
+
+def mqar_examples(n: int, seq_len: int, vocab: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """MQAR: the first half holds key-value pairs, the second half queries; targets only at queries.
+
+    Keys come from [0, vocab/2) and values from [vocab/2, vocab), so a value is never a key.
+    """
+    n_pairs = seq_len // 4
+    half = vocab // 2
+    if n_pairs < 1 or n_pairs > half:
+        raise ValueError(f"MQAR needs 4 <= seq_len <= 4 * vocab/2; got seq_len={seq_len}, vocab={vocab}")
+    keys_NP = torch.stack([torch.randperm(half, generator=generator)[:n_pairs] for _ in range(n)])
+    values_NP = torch.randint(half, vocab, (n, n_pairs), generator=generator)
+    pairs_NT = torch.stack([keys_NP, values_NP], dim=-1).flatten(1)  # k1 v1 k2 v2 ...
+    n_queries = seq_len - pairs_NT.shape[1]
+    pick_NQ = torch.randint(n_pairs, (n, n_queries), generator=generator)
+    queries_NQ = keys_NP.gather(1, pick_NQ)
+    x_NT = torch.cat([pairs_NT, queries_NQ], dim=1)
+    y_NT = torch.full_like(x_NT, IGNORE)
+    y_NT[:, pairs_NT.shape[1] :] = values_NP.gather(1, pick_NQ)
+    return x_NT, y_NT
+
+
+class SyntheticDataModule(L.LightningDataModule):
+    """Train/val/test splits generated from disjoint seeds."""
+
+    def __init__(
+        self, make: Callable[[int, torch.Generator], tuple[Tensor, Tensor]], config: SyntheticConfig, seed: int
+    ):
+        super().__init__()
+        self.make, self.config, self.seed = make, config, seed
+        self.splits: dict[str, TensorDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        sizes = {"train": self.config.n_train, "val": self.config.n_val, "test": self.config.n_test}
+        for offset, (split, n) in enumerate(sizes.items()):
+            # val/test do not depend on the run seed: every seed is scored on the same examples
+            split_seed = self.seed * 3 + offset if split == "train" else 10_000 + offset
+            generator = torch.Generator().manual_seed(split_seed)
+            self.splits[split] = TensorDataset(*self.make(n, generator))
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.splits[split], batch_size=self.config.batch_size, shuffle=shuffle, generator=generator)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class SequenceTagger(nn.Module):
+    """Token embedding (the one-hot input times a matrix), encoder with learned positions, per-token head."""
+
+    def __init__(self, variant: VariantSpec, config: SyntheticConfig, n_classes: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(config.vocab, config.d_model)
+        encoder = EncoderConfig(config.n_layers, config.d_model, config.n_heads, max_len=config.seq_len)
+        self.encoder = Encoder(encoder, variant)
+        self.head = nn.Linear(config.d_model, n_classes)
+
+    def forward(self, x_BT: Tensor) -> Tensor:
+        return self.head(self.encoder(self.embed(x_BT)))  # (B, T, classes)
+
+
+class TaggingModule(TaskModule):
+    def evaluate(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Sums]:
+        x_BT, y_BT = batch
+        logits_BTC = self.net(x_BT)
+        loss = F.cross_entropy(logits_BTC.flatten(0, 1), y_BT.flatten(), ignore_index=IGNORE)
+        sums = accuracy_sums(logits_BTC, y_BT, IGNORE)
+        return loss, {**sums, **loss_sums(loss, sums["accuracy"][1])}
+
+
+_SCALES: dict[Scale, SyntheticConfig] = {
+    "smoke": SyntheticConfig(d_model=32, n_layers=1, n_heads=2, batch_size=64, n_train=256, n_val=64, n_test=64),
+    "default": SyntheticConfig(d_model=64, n_layers=2, n_heads=4, batch_size=128, max_epochs=4),
+    # the study: embed up to 256, 4 layers, 4 heads, up to length 128, 2 epochs (size not stated; 50k/1k/10k)
+    "paper": SyntheticConfig(
+        d_model=256,
+        n_layers=4,
+        n_heads=4,
+        batch_size=128,
+        max_epochs=2,
+        seq_len=64,
+        n_train=50_000,
+        n_val=1_000,
+        n_test=10_000,
+    ),  # fmt: skip
+}
+
+
+class DigitTask(Task):
+    """One of the study's digit-sequence tasks."""
+
+    version = "1"
+    family = "synthetic"
+    metric = "accuracy"
+    higher_is_better = True
+    causal = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.id = name
+        self.description = f"{name.upper()} digit sequences, per-token accuracy (the study's Table 1)"
+
+    def config(self, scale: Scale) -> TaskConfig:
+        return _SCALES[scale]
+
+    def prepare(self, data_dir: Path) -> DataSource:
+        return self.source
+
+    @property
+    def source(self) -> DataSource:
+        return DataSource(f"{self.name.upper()} digit sequences", "synthetic", "generated in memory per seed")
+
+    def _config(self, config: TaskConfig) -> SyntheticConfig:
+        if not isinstance(config, SyntheticConfig):
+            raise TypeError(f"task {self.id!r} needs a SyntheticConfig, got {type(config).__name__}")
+        return config
+
+    def datamodule(self, data_dir: Path, config: TaskConfig, seed: int) -> L.LightningDataModule:
+        cfg = self._config(config)
+        return SyntheticDataModule(lambda n, g: digit_examples(self.name, n, cfg.seq_len, g), cfg, seed)
+
+    def build_model(self, variant: VariantSpec, config: TaskConfig, optim: OptimConfig) -> TaskModule:
+        return TaggingModule(SequenceTagger(variant, self._config(config), n_classes=10), optim)
+
+    def context_length(self, config: TaskConfig) -> int:
+        return self._config(config).seq_len
+
+
+class MQARTask(DigitTask):
+    """Multi-query associative recall through the unmasked encoder."""
+
+    def __init__(self) -> None:
+        super().__init__("mqar")
+        self.description = "multi-query associative recall, accuracy at query positions"
+
+    def config(self, scale: Scale) -> TaskConfig:
+        base = _SCALES[scale]
+        return SyntheticConfig(**{**base.as_dict(), "vocab": 64, "seq_len": max(16, base.seq_len)})
+
+    @property
+    def source(self) -> DataSource:
+        return DataSource("MQAR key-value sequences", "synthetic", "generated in memory per seed")
+
+    def datamodule(self, data_dir: Path, config: TaskConfig, seed: int) -> L.LightningDataModule:
+        cfg = self._config(config)
+        return SyntheticDataModule(lambda n, g: mqar_examples(n, cfg.seq_len, cfg.vocab, g), cfg, seed)
+
+    def build_model(self, variant: VariantSpec, config: TaskConfig, optim: OptimConfig) -> TaskModule:
+        cfg = self._config(config)
+        return TaggingModule(SequenceTagger(variant, cfg, n_classes=cfg.vocab), optim)
+
+
+REVERSE = DigitTask("reverse")
+SORT = DigitTask("sort")
+SUB = DigitTask("sub")
+SWAP = DigitTask("swap")
+COPY = DigitTask("copy")
+MQAR = MQARTask()

@@ -1,0 +1,133 @@
+"""Image classification with a timm ViT trained from scratch around any variant (the study's Table 2).
+
+`ImageClassificationTask` holds everything but the data: a concrete task implements `prepare` and
+`load_splits` (train/val/test tensors of images and labels). Images are uint8 (N, C, H, W) in
+memory; they are scaled to [0, 1] and normalised per channel with train-split statistics.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from bench_variants.base import VariantSpec
+
+from .backbones.vit import vit
+from .base import OptimConfig, Task, TaskConfig
+from .module import Sums, TaskModule, accuracy_sums, loss_sums
+
+
+@dataclass(frozen=True)
+class VisionConfig(TaskConfig):
+    img_size: int = 28
+    patch_size: int = 7
+    in_chans: int = 1
+    n_classes: int = 10
+    max_train: int = 0  # 0: every training image; else the first max_train (after a seeded shuffle)
+
+
+@dataclass(frozen=True)
+class ImageSplits:
+    """uint8 images (N, C, H, W) and int64 labels (N,) per split."""
+
+    train: tuple[Tensor, Tensor]
+    val: tuple[Tensor, Tensor]
+    test: tuple[Tensor, Tensor]
+
+
+class ImageDataModule(L.LightningDataModule):
+    def __init__(self, load: Callable[[], ImageSplits], config: VisionConfig, seed: int) -> None:
+        super().__init__()
+        self.load, self.config, self.seed = load, config, seed
+        self.datasets: dict[str, TensorDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        splits: ImageSplits = self.load()
+        images, labels = splits.train
+        if self.config.max_train and len(images) > self.config.max_train:
+            keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
+            keep = keep[: self.config.max_train]
+            images, labels = images[keep], labels[keep]
+        pixels = images.float() / 255
+        mean = pixels.mean(dim=(0, 2, 3), keepdim=True)[0]
+        std = pixels.std(dim=(0, 2, 3), keepdim=True)[0].clamp_min(1e-3)
+        for name, (x, y) in {"train": (images, labels), "val": splits.val, "test": splits.test}.items():
+            x = self._resize(x.float() / 255)
+            self.datasets[name] = TensorDataset((x - mean) / std, y.long())
+
+    def _resize(self, x_NCHW: Tensor) -> Tensor:
+        size = self.config.img_size
+        if x_NCHW.shape[-1] == size and x_NCHW.shape[-2] == size:
+            return x_NCHW
+        return F.interpolate(x_NCHW, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.datasets[split], batch_size=self.config.batch_size, shuffle=shuffle, generator=generator)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+
+class ImageClassifier(TaskModule):
+    def evaluate(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Sums]:
+        x_BCHW, y_B = batch
+        logits_BC = self.net(x_BCHW)
+        loss = F.cross_entropy(logits_BC, y_B)
+        return loss, {**accuracy_sums(logits_BC, y_B), **loss_sums(loss, len(y_B))}
+
+
+class ImageClassificationTask(Task):
+    """A ViT classifier around the variant; subclasses supply the data."""
+
+    family = "vision"
+    metric = "accuracy"
+    higher_is_better = True
+    causal = False
+
+    @abc.abstractmethod
+    def load_splits(self, data_dir: Path, config: VisionConfig) -> ImageSplits:
+        """Train/val/test images from the data `prepare` made ready (raises `DataError` if unusable)."""
+
+    def _config(self, config: TaskConfig) -> VisionConfig:
+        if not isinstance(config, VisionConfig):
+            raise TypeError(f"task {self.id!r} needs a VisionConfig, got {type(config).__name__}")
+        return config
+
+    def datamodule(self, data_dir: Path, config: TaskConfig, seed: int) -> L.LightningDataModule:
+        cfg = self._config(config)
+        return ImageDataModule(lambda: self.load_splits(data_dir, cfg), cfg, seed)
+
+    def build_model(self, variant: VariantSpec, config: TaskConfig, optim: OptimConfig) -> TaskModule:
+        cfg = self._config(config)
+        net = vit(
+            variant,
+            img_size=cfg.img_size,
+            patch_size=cfg.patch_size,
+            in_chans=cfg.in_chans,
+            num_classes=cfg.n_classes,
+            embed_dim=cfg.d_model,
+            depth=cfg.n_layers,
+            num_heads=cfg.n_heads,
+        )
+        return ImageClassifier(net, optim)
+
+    def context_length(self, config: TaskConfig) -> int:
+        cfg = self._config(config)
+        return (cfg.img_size // cfg.patch_size) ** 2 + 1  # patches + class token
