@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from bench import __version__
 
@@ -25,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     lister = commands.add_parser("list", help="list registered variants with their cache cost")
-    lister.add_argument("what", nargs="?", default="variants", choices=["variants"], help="what to list")
+    lister.add_argument("what", nargs="?", default="variants", choices=["variants", "tasks"], help="what to list")
+    lister.add_argument("--data-dir", type=Path, default=None, help="data cache (default: $BENCH_DATA_DIR or ~/.cache)")
     _add_shape_options(lister, heads=16, head_dim=64, layers=20, dtype="fp16")
     lister.set_defaults(handler=_cmd_list)
 
@@ -36,13 +39,120 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--tokens", type=int, default=64, help="tokens to decode (default 64)")
     _add_shape_options(cache, heads=8, head_dim=16, layers=4, dtype="fp32")
     cache.set_defaults(handler=_cmd_cache)
+    _add_data_parser(commands)
+    _add_run_parser(commands)
+    ui = commands.add_parser("ui", help="open the MLflow UI on a results folder's tracking store")
+    ui.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(handler=_cmd_ui)
     return parser
 
 
+def _add_data_parser(commands: Any) -> None:
+    data = commands.add_parser("data", help="prepare the datasets tasks read")
+    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    prepare = data_commands.add_parser("prepare", help="materialise each task's data into the cache (idempotent)")
+    prepare.add_argument("--tasks", default="all", help="comma-separated task ids (default: all)")
+    prepare.add_argument(
+        "--data-dir", type=Path, default=None, help="cache folder (default: $BENCH_DATA_DIR or ~/.cache)"
+    )
+    prepare.set_defaults(handler=_cmd_prepare)
+
+
+def _add_run_parser(commands: Any) -> None:
+    run = commands.add_parser("run", help="run a suite: the task x variant matrix, tuned, refit over seeds")
+    run.add_argument("--suite", default="default", help="smoke, default or paper (default: default)")
+    run.add_argument("--tasks", help="comma-separated task ids or names (overrides the suite)")
+    run.add_argument("--variants", help="comma-separated variant ids or study names (overrides the suite)")
+    run.add_argument("--trials", type=int, help="Optuna trials per cell")
+    run.add_argument("--seeds", help="seeds of the final fits: a count (3) or a list (0,1,2)")
+    run.add_argument("--epochs", type=int, help="epochs per fit, for every task")
+    run.add_argument("--max-steps", type=int, help="optimiser steps per fit, for every task")
+    run.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
+    run.add_argument("--data-dir", type=Path, default=None, help="data cache (default: $BENCH_DATA_DIR or ~/.cache)")
+    run.add_argument("--storage", help="Optuna storage URL (default: SQLite under --results)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under --results; 'none' disables)")
+    run.add_argument("--jobs", type=int, default=1, help="cells run in parallel (default 1)")
+    run.add_argument("--dry-run", action="store_true", help="print the matrix with each cell's status, run nothing")
+    run.set_defaults(handler=_cmd_run)
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    from bench.data import default_data_dir
+
+    return args.data_dir or default_data_dir()
+
+
+def _names(value: str | None) -> list[str] | None:
+    return None if value in (None, "all") else [n.strip() for n in value.split(",") if n.strip()]
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "tasks":
+        from bench.report import tasks_table
+
+        return tasks_table(_data_dir(args))
     from bench.report import variants_table
 
     return variants_table(args.heads, args.head_dim, args.layers, args.dtype)
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from bench.report import prepare_report
+
+    return prepare_report(_names(args.tasks), _data_dir(args))
+
+
+def _parse_seeds(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        if "," not in value:
+            count = int(value)
+            if count < 1:
+                raise ValueError
+            return tuple(range(count))
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--seeds {value!r}: give a positive count (3) or a list of integers (0,1,2)") from None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bench.pipeline import RunOptions, run
+    from bench.suites import get_suite
+
+    suite = get_suite(args.suite).override(
+        tasks=tuple(_names(args.tasks) or ()) or None,
+        variants=tuple(_names(args.variants) or ()) or None,
+        trials=args.trials,
+        seeds=_parse_seeds(args.seeds),
+        max_epochs=args.epochs,
+        max_steps=args.max_steps,
+    )
+    options = RunOptions(
+        results=args.results,
+        data_dir=_data_dir(args),
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        jobs=args.jobs,
+        dry_run=args.dry_run,
+    )
+    return run(suite, options)
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from bench.tracking import default_tracking_uri
+
+    db = args.results / "mlflow.db"
+    if not db.exists():
+        raise ValueError(f"no MLflow store at {db}; run `bench run --results {args.results}` first")
+    uri = default_tracking_uri(args.results)
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C to stop")
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", args.host]
+    return subprocess.call([*command, "--port", str(args.port)])
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:

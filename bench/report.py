@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -117,3 +118,56 @@ def cache_table(names: list[str] | None, heads: int, head_dim: int, layers: int,
     console.print(table)
     _report_failures(registry, console)
     return 1 if failed else 0
+
+
+def tasks_table(data_dir: Path) -> int:
+    """Print every registered task with its metric, direction and the data source it runs on."""
+    from bench.data import recorded_sources
+    from bench.registry import tasks
+
+    registry = tasks()
+    sources = recorded_sources(data_dir)
+    table = Table(title=f"Tasks (data: {data_dir})", caption="source: as recorded by `bench data prepare`")
+    for col in ("id", "family", "metric", "direction", "causal", "version", "data source", "kind", "origin"):
+        table.add_column(col)
+    for name, task in registry.all().items():
+        source = sources.get(name)
+        origin = registry.origin(name)
+        table.add_row(
+            escape(name),
+            escape(task.family),
+            escape(task.metric),
+            "higher is better" if task.higher_is_better else "lower is better",
+            "yes" if task.causal else "no",
+            escape(task.version),
+            escape(source["name"]) if source else "[dim]not prepared: run `bench data prepare`[/]",
+            escape(source["kind"]) if source else "",
+            "built-in" if origin == BUILTIN_DISTRIBUTION else escape(origin),
+        )
+    console = make_console()
+    console.print(table)
+    _report_failures(registry, console)
+    return 0
+
+
+def prepare_report(names: list[str] | None, data_dir: Path) -> int:
+    """Prepare the data of the named tasks (all by default) and print what each one will run on."""
+    from bench.data import prepare_tasks
+    from bench.registry import tasks
+
+    registry = tasks()
+    selected = registry.resolve(names) if names else list(registry.all().values())
+    outcomes = prepare_tasks(selected, data_dir)
+    table = Table(title=f"Data prepared in {data_dir}")
+    for col in ("task", "status", "source", "kind", "origin / problem"):
+        table.add_column(col)
+    for o in outcomes:
+        if o.source:
+            table.add_row(escape(o.task), "[green]ready[/]", escape(o.source["name"]), escape(o.source["kind"]),
+                          escape(o.source["origin"]))  # fmt: skip
+        else:
+            table.add_row(escape(o.task), "[red]failed[/]", "", "", escape(o.error or ""))
+    console = make_console()
+    console.print(table)
+    _report_failures(registry, console)
+    return 1 if any(o.error for o in outcomes) else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,9 +64,21 @@ def _peak_memory(device: str) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def _stage(metrics: dict[str, Any], stage: str) -> dict[str, float]:
+def _stage(metrics: Mapping[str, Any], stage: str) -> dict[str, float]:
     prefix = f"{stage}/"
     return {k[len(prefix) :]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def quiet_lightning() -> None:
+    """Lightning's per-fit banners (GPU available, tips) would drown the run's own progress."""
+    import logging
+    import warnings
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
 
 def fit(
@@ -86,6 +99,7 @@ def fit(
     import lightning as L
     import torch
 
+    quiet_lightning()
     L.seed_everything(seed, workers=True, verbose=False)
     source = task.prepare(data_dir)
     datamodule = task.datamodule(data_dir, config, seed)
@@ -107,6 +121,7 @@ def fit(
         deterministic=False,
         fast_dev_run=fast_dev_run,
         num_sanity_val_steps=0,
+        log_every_n_steps=10,  # curves in MLflow without a database write per step
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)

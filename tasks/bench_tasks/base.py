@@ -123,6 +123,13 @@ class Task(abc.ABC):
         """Tokens one example attends over, for the KV-cache bytes at the task's context."""
         raise NotImplementedError(f"task {self.id!r} does not declare its context length")
 
+    def search_space(self) -> dict[str, tuple[str, float, float]]:
+        """What this task adds to the shared search space: name -> ("float" | "log" | "int", low, high).
+
+        Names that are not `OptimConfig` fields reach the task through nothing yet; keep to optimiser names.
+        """
+        return {}
+
     def check(self, variant: VariantSpec, config: TaskConfig) -> str | None:
         """Why `variant` cannot run this task at `config` (the cell is then n/a), or None."""
         if self.causal and not variant.supports.causal:

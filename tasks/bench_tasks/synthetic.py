@@ -158,7 +158,7 @@ _SCALES: dict[Scale, SyntheticConfig] = {
         n_train=50_000,
         n_val=1_000,
         n_test=10_000,
-    ),  # fmt: skip
+    ),
 }
 
 

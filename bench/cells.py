@@ -1,0 +1,215 @@
+"""Run one cell: tune on validation, refit the best settings with every seed, measure costs, store.
+
+Each finished trial lives in the Optuna storage and each finished seed in the results store, so an
+interrupted cell resumes where it stopped and loses at most the fit in flight.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.costs import measure_decoding
+from bench.matrix import Cell
+from bench.progress import RunProgress
+from bench.provenance import now, provenance
+from bench.stats import summarize
+from bench.store import ResultStore
+from bench.tracking import Tracker
+from bench.train import FitResult, fit
+from bench.tuning import finished_trials, open_study, optim_config, search_space, tune
+
+MEASURE_LIMIT = 1 << 24  # context x width x layers beyond which decoding on the CPU is too slow to measure
+
+
+@dataclass
+class RunContext:
+    store: ResultStore
+    storage: str
+    tracker: Tracker | None
+    data_dir: Path
+    progress: RunProgress
+
+
+def _tags(cell: Cell) -> dict[str, str]:
+    return {
+        "task": cell.task.id,
+        "variant": cell.variant.id,
+        "variant_name": cell.variant.display_name,
+        "cell_id": cell.id,
+        "suite": cell.suite.name,
+    }
+
+
+def base_record(cell: Cell) -> dict[str, Any]:
+    """The fields every cell result has, whatever its status."""
+    task, variant = cell.task, cell.variant
+    return {
+        "cell_id": cell.id,
+        "suite": cell.suite.name,
+        "task": {**task.describe(), "higher_is_better": task.higher_is_better, "causal": task.causal},
+        "variant": {**variant.describe(), "summary": variant.summary},
+        "config": {"type": type(cell.config).__name__, **cell.config.as_dict()},
+        "created_at": now(),
+        "provenance": provenance(),
+    }
+
+
+def _fit(cell: Cell, ctx: RunContext, params: dict[str, float], seed: int, run_id: str | None, **kw: Any) -> FitResult:
+    logger = ctx.tracker.logger(run_id) if ctx.tracker and run_id else False
+    callbacks = [ctx.progress.callback(), *kw.pop("callbacks", [])]
+    optim = optim_config(params)
+    return fit(cell.task, cell.variant, cell.config, optim, seed=seed, data_dir=ctx.data_dir, logger=logger,
+               callbacks=callbacks, **kw)  # fmt: skip
+
+
+def _child(ctx: RunContext, parent: str | None, cell: Cell, name: str, params: dict[str, Any]) -> str | None:
+    if not (ctx.tracker and parent):
+        return None
+    return ctx.tracker.child_run(parent, name, _tags(cell), params)
+
+
+def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, float], dict[str, Any]]:
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    task = cell.task
+    space = search_space(task)
+    study = open_study(cell.id, ctx.storage, task.higher_is_better)
+    metric = task.metric
+
+    def objective(trial: Any, params: dict[str, float]) -> float:
+        ctx.progress.start_fit(f"  trial {trial.number + 1}")
+        run_id = _child(ctx, parent, cell, f"trial-{trial.number}", {**params, "trial": trial.number})
+        pruner = PyTorchLightningPruningCallback(trial, monitor=f"val/{metric}")
+        status = "FAILED"
+        try:
+            result = _fit(cell, ctx, params, cell.suite.seeds[0], run_id, test=False, callbacks=[pruner])
+            status = "FINISHED"
+        finally:
+            if ctx.tracker and run_id:
+                ctx.tracker.finish(run_id, status if status == "FINISHED" else "KILLED")
+        if metric not in result.val:
+            raise RuntimeError(f"task {task.id!r} logged no val/{metric}; it logged {sorted(result.val)}")
+        return result.val[metric]
+
+    best = tune(study, cell.suite.trials, space, objective, on_trial_end=ctx.progress.end_fit)
+    info = {
+        "sampler": "TPE (seeded per cell)",
+        "pruner": "median",
+        "trials_budget": cell.suite.trials,
+        "trials_finished": finished_trials(study),
+        "search_space": {k: list(v) for k, v in space.items()},
+        "best_params": best,
+        "best_value": study.best_value if best else None,
+        "study": study.study_name,
+        "split": "validation",
+    }
+    return best, info
+
+
+def _seed_record(seed: int, params: dict[str, float], result: FitResult) -> dict[str, Any]:
+    return {"seed": seed, "params": params, **asdict(result)}
+
+
+def _final_fits(cell: Cell, ctx: RunContext, parent: str | None, best: dict[str, float]) -> list[dict[str, Any]]:
+    done = ctx.store.seed_results(cell.id)
+    records = []
+    for seed in cell.suite.seeds:
+        if seed in done and done[seed]["params"] == best:
+            records.append(done[seed])
+            ctx.progress.end_fit()
+            continue
+        ctx.progress.start_fit(f"  seed {seed}")
+        run_id = _child(ctx, parent, cell, f"seed-{seed}", {**best, "seed": seed})
+        result = _fit(cell, ctx, best, seed, run_id, test=True)
+        if ctx.tracker and run_id:
+            ctx.tracker.log_metrics(run_id, {f"test/{k}": v for k, v in result.test.items()})
+            ctx.tracker.finish(run_id)
+        record = _seed_record(seed, best, result)
+        ctx.store.write_seed(cell.id, record)
+        records.append(record)
+        ctx.progress.end_fit()
+    return records
+
+
+def cost_figures(cell: Cell, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Parameters, KV-cache bytes (derived, and measured by decoding where possible), speed, memory."""
+    import torch
+
+    from bench_tasks.backbones.gpt import GPTConfig
+
+    cfg, variant = cell.config, cell.variant
+    context = cell.task.context_length(cfg)
+    attn = cfg.attention
+    layout = variant.cache_layout(attn)
+    per_layer = layout.bytes_per_token_per_layer(torch.float16)
+    costs: dict[str, Any] = {
+        "parameters": per_seed[0]["parameters"],
+        "context_length": context,
+        "n_layers": cfg.n_layers,
+        "kv_dtype": "float16",
+        "kv_bytes_per_token_per_layer": per_layer,
+        "kv_bytes_per_token": per_layer * cfg.n_layers,
+        "kv_bytes_at_context": per_layer * cfg.n_layers * context,
+        "kv_measured": None,
+        "examples_per_second": sum(s["examples_per_second"] for s in per_seed) / len(per_seed),
+        "peak_memory_bytes": max(s["peak_memory_bytes"] for s in per_seed),
+        "train_seconds_per_fit": sum(s["train_seconds"] for s in per_seed) / len(per_seed),
+    }
+    if variant.supports.decoding and context * cfg.d_model * cfg.n_layers <= MEASURE_LIMIT:
+        gpt = GPTConfig(
+            vocab_size=256, context=context, n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads
+        )
+        check = measure_decoding(variant, gpt, context)
+        costs["kv_measured"] = {
+            "dtype": "float32",
+            "tokens": context,
+            "bytes_held": check.bytes_held,
+            "bytes_derived": check.bytes_derived,
+            "max_abs_logit_diff_vs_full_pass": check.max_abs_diff,
+        }
+    return costs
+
+
+def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
+    """Tune, refit, measure and store one cell; a failure is stored as a failed cell, not raised."""
+    record = base_record(cell)
+    if cell.na_reason:
+        record.update(status="n/a", reason=cell.na_reason)
+        ctx.store.write_cell(record)
+        return record
+    parent = ctx.tracker.cell_run(cell.id, cell.label, _tags(cell)) if ctx.tracker else None
+    started = time.perf_counter()
+    try:
+        best, tuning = _tune(cell, ctx, parent)
+        tuned = time.perf_counter()
+        per_seed = _final_fits(cell, ctx, parent, best)
+        metric = cell.task.metric
+        record.update(
+            status="ok",
+            tuning=tuning,
+            seeds=list(cell.suite.seeds),
+            per_seed=per_seed,
+            summary={"metric": metric, **summarize([s["test"][metric] for s in per_seed]).as_dict()},
+            costs=cost_figures(cell, per_seed),
+            data_source=per_seed[0]["data_source"],
+            timing={"tuning_seconds": tuned - started, "final_seconds": time.perf_counter() - tuned},
+        )
+    except Exception as exc:  # one broken cell must not lose the others
+        record.update(status="failed", reason=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8))
+    if parent and ctx.tracker:
+        record["mlflow"] = {
+            "tracking_uri": ctx.tracker.uri,
+            "experiment_id": ctx.tracker.experiment_id,
+            "run_id": parent,
+        }
+    path = ctx.store.write_cell(record)
+    if parent and ctx.tracker:
+        ctx.tracker.log_artifact(parent, path)
+        if record["status"] == "ok":
+            ctx.tracker.log_metrics(parent, {f"test/{record['summary']['metric']}": record["summary"]["mean"]})
+        ctx.tracker.finish(parent, "FINISHED" if record["status"] == "ok" else "FAILED")
+    return record

@@ -1,0 +1,65 @@
+"""Data preparation: materialise every task's data into the cache folder, and remember its source."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.store import write_json_atomic
+
+SOURCES_FILE = "sources.json"
+
+
+def default_data_dir() -> Path:
+    """`$BENCH_DATA_DIR`, else `$XDG_CACHE_HOME/bench/data` (usually ~/.cache/bench/data)."""
+    if os.environ.get("BENCH_DATA_DIR"):
+        return Path(os.environ["BENCH_DATA_DIR"]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "bench" / "data"
+
+
+def recorded_sources(data_dir: Path) -> dict[str, dict[str, str]]:
+    """Task id -> the DataSource its last `prepare` reported (empty if never prepared)."""
+    path = data_dir / SOURCES_FILE
+    if not path.exists():
+        return {}
+    try:
+        sources: dict[str, dict[str, str]] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}  # a damaged record only loses the display; `bench data prepare` rewrites it
+    return sources
+
+
+@dataclass
+class PrepareOutcome:
+    task: str
+    source: dict[str, str] | None
+    error: str | None
+
+
+def prepare_tasks(tasks: list[Any], data_dir: Path) -> list[PrepareOutcome]:
+    """Run `prepare` of each task with progress; a failing task is reported and the others go on."""
+    from rich.progress import Progress
+
+    from bench.report import make_console
+    from bench_tasks.base import DataError
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    outcomes: list[PrepareOutcome] = []
+    with Progress(console=make_console(stderr=True), transient=True) as progress:
+        job = progress.add_task("preparing data", total=len(tasks))
+        for task in tasks:
+            progress.update(job, description=f"preparing {task.id}")
+            try:
+                source = task.prepare(data_dir).as_dict()
+                outcomes.append(PrepareOutcome(task.id, source, None))
+            except DataError as exc:
+                outcomes.append(PrepareOutcome(task.id, None, str(exc)))
+            progress.advance(job)
+    sources = recorded_sources(data_dir)
+    sources.update({o.task: o.source for o in outcomes if o.source is not None})
+    write_json_atomic(data_dir / SOURCES_FILE, sources)
+    return outcomes

@@ -1,0 +1,107 @@
+"""`bench run`, the whole flow on one screen.
+
+suite -> matrix of cells (task x variant) -> per cell: Optuna study (trials = Lightning fits on
+the validation split) -> refit the best settings with every seed (test split) -> costs -> results
+store (JSON per cell, source of truth) + MLflow (observer) -> paired comparison with the baseline
+-> summary table -> static leaderboard from the store.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import matrix, report_run
+from bench.cells import RunContext, run_cell
+from bench.data import prepare_tasks
+from bench.progress import RunProgress
+from bench.registry import tasks as task_registry
+from bench.registry import variants as variant_registry
+from bench.report import make_console
+from bench.store import ResultStore
+from bench.suites import Suite
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    results: Path
+    data_dir: Path
+    storage: str | None = None  # Optuna RDB URL; default: SQLite under the results folder
+    tracking_uri: str | None = None  # MLflow; default: SQLite under the results folder; "none" disables
+    jobs: int = 1
+    dry_run: bool = False
+
+
+def storage_url(options: RunOptions) -> str:
+    return options.storage or f"sqlite:///{(options.results / 'optuna.db').resolve()}"
+
+
+def plan(suite: Suite, options: RunOptions) -> list[matrix.Cell]:
+    """Resolve names and expand the matrix; every input error surfaces here, before any work."""
+    from bench.validate import check_run_inputs
+
+    check_run_inputs(suite, options, storage_url(options))
+    tasks = task_registry().resolve(list(suite.tasks))
+    variants = matrix.resolve_variants(suite, variant_registry())
+    return matrix.expand(suite, tasks, variants)
+
+
+def run(suite: Suite, options: RunOptions) -> int:
+    """Run (or, with dry_run, show) the suite; returns the process exit status."""
+    console = make_console()
+    cells = plan(suite, options)
+    store = ResultStore(options.results)
+    trials = report_run.trials_done(storage_url(options), cells)
+    statuses = {cell.id: matrix.status(cell, store, trials.get(cell.id, 0)) for cell in cells}
+    report_run.matrix_table(console, cells, statuses, suite)
+    if options.dry_run:
+        return 0
+    started = time.perf_counter()
+    todo = [c for c in cells if statuses[c.id] != "cached"]
+    needed = list({c.task.id: c.task for c in todo if not c.na_reason}.values())
+    prepared = prepare_tasks(needed, options.data_dir) if needed else []
+    failed_data = {o.task: o.error for o in prepared if o.error}
+    timings: dict[str, float] = {"data_seconds": time.perf_counter() - started}
+    ctx = _context(
+        options if todo else RunOptions(**{**options.__dict__, "tracking_uri": "none"}), store, console, len(todo)
+    )
+    with ctx.progress:
+        for cell in todo:
+            ctx.progress.start_cell(cell.label, suite.trials + len(suite.seeds))
+            if cell.task.id in failed_data:
+                _record_data_failure(store, cell, failed_data[cell.task.id])
+            else:
+                run_cell(cell, ctx)
+            ctx.progress.end_cell()
+    timings["cells_seconds"] = time.perf_counter() - started - timings["data_seconds"]
+    results = report_run.compare_with_baseline(store, cells, suite.baseline)
+    report_run.summary_table(console, cells, results, timings)
+    _build_leaderboard(options.results, console)
+    return 1 if any(r.get("status") == "failed" for r in results.values()) else 0
+
+
+def _context(options: RunOptions, store: ResultStore, console: Any, n_cells: int) -> RunContext:
+    from bench.tracking import Tracker, default_tracking_uri
+
+    tracker = None
+    if options.tracking_uri != "none":
+        uri = options.tracking_uri or default_tracking_uri(options.results)
+        tracker = Tracker(uri, artifact_root=options.results / "mlartifacts")
+    return RunContext(store, storage_url(options), tracker, options.data_dir, RunProgress(console, n_cells))
+
+
+def _record_data_failure(store: ResultStore, cell: matrix.Cell, error: str) -> None:
+    from bench.cells import base_record
+
+    store.write_cell({**base_record(cell), "status": "failed", "reason": f"data: {error}"})
+
+
+def _build_leaderboard(results: Path, console: Any) -> None:
+    try:
+        from bench.leaderboard import build
+    except ImportError:
+        return  # the leaderboard module is optional until it exists
+    out = build(results)
+    console.print(f"leaderboard: {out}")

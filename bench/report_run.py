@@ -1,0 +1,121 @@
+"""What `bench run` prints: the matrix with each cell's status, and the summary; plus the paired
+comparison with the baseline, written back into each cell's result."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bench.matrix import Cell
+from bench.stats import paired
+from bench.store import ResultStore
+
+STATUS_STYLE = {"cached": "green", "partial": "yellow", "to run": "cyan", "n/a": "dim"}
+
+
+def trials_done(storage: str, cells: list[Cell]) -> dict[str, int]:
+    """Finished trials per cell id, read from the Optuna storage without loading every trial."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    wanted = {f"cell-{c.id}": c.id for c in cells}
+    out: dict[str, int] = {}
+    store = optuna.storages.get_storage(storage)
+    for study in store.get_all_studies():
+        if study.study_name in wanted:
+            trials = store.get_all_trials(
+                study._study_id, deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
+            )
+            out[wanted[study.study_name]] = len(trials)
+    return out
+
+
+def matrix_table(console: Console, cells: list[Cell], statuses: dict[str, str], suite: Any) -> None:
+    table = Table(
+        title=f"suite {suite.name}: {len(cells)} cells, {suite.trials} trials + {len(suite.seeds)} seeds each"
+    )
+    for col in ("task", "variant", "status", "cell id", "why"):
+        table.add_column(col)
+    for cell in cells:
+        status = statuses[cell.id]
+        style = STATUS_STYLE.get(status, "")
+        table.add_row(
+            escape(cell.task.id),
+            escape(cell.variant.display_name),
+            f"[{style}]{status}[/]",
+            cell.id,
+            escape(cell.na_reason or ""),
+        )
+    console.print(table)
+
+
+def compare_with_baseline(store: ResultStore, cells: list[Cell], baseline: str) -> dict[str, dict[str, Any]]:
+    """Add the paired comparison with the task's baseline cell to every finished cell; return all results."""
+    results: dict[str, dict[str, Any]] = {}
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for cell in cells:
+        path = store.find(cell.id)
+        if path is None:
+            continue
+        record = store.load(path)
+        results[cell.id] = record
+        by_task[cell.task.id].append(record)
+    for records in by_task.values():
+        base = next((r for r in records if r["variant"]["id"] == baseline and r["status"] == "ok"), None)
+        for record in records:
+            if record["status"] != "ok" or base is None:
+                continue
+            metric = record["summary"]["metric"]
+            mine = {s["seed"]: s["test"][metric] for s in record["per_seed"]}
+            theirs = {s["seed"]: s["test"][metric] for s in base["per_seed"]}
+            comparison = paired(mine, theirs)
+            new = {"baseline": baseline, **(comparison.as_dict() if comparison else {})}
+            if record.get("baseline_comparison") != new:
+                record["baseline_comparison"] = new
+                store.write_cell(record)
+    return results
+
+
+def _fmt_metric(record: dict[str, Any]) -> str:
+    s = record["summary"]
+    half = (s["ci95_high"] - s["ci95_low"]) / 2
+    return f"{s['mean']:.4g} ± {half:.2g}"
+
+
+def _fmt_delta(record: dict[str, Any]) -> str:
+    c = record.get("baseline_comparison") or {}
+    if "mean_diff" not in c or record["variant"]["id"] == c.get("baseline"):
+        return "-"
+    return f"{c['mean_diff']:+.3g}{' *' if c.get('significant') else ''}"
+
+
+def summary_table(
+    console: Console, cells: list[Cell], results: dict[str, dict[str, Any]], timings: dict[str, float]
+) -> None:
+    table = Table(title="results (test split; mean ± 95% CI over seeds; * = significant vs baseline)")
+    for col in ("task", "metric", "variant", "status", "value", "Δ vs baseline", "params", "KV B/token", "source"):
+        table.add_column(col)
+    for cell in cells:
+        record = results.get(cell.id)
+        if record is None:
+            continue
+        ok = record["status"] == "ok"
+        costs = record.get("costs", {})
+        table.add_row(
+            escape(cell.task.id),
+            escape(cell.task.metric),
+            escape(cell.variant.display_name),
+            escape(record["status"] if ok else f"{record['status']}: {record.get('reason', '')}"[:60]),
+            _fmt_metric(record) if ok else "-",
+            _fmt_delta(record) if ok else "-",
+            f"{costs['parameters']:,}" if ok else "-",
+            f"{costs['kv_bytes_per_token']:,}" if ok else "-",
+            escape(record.get("data_source", {}).get("kind", "")),
+        )
+    console.print(table)
+    console.print(" ".join(f"{k.replace('_seconds', '')}: {v:.1f}s" for k, v in timings.items()))

@@ -1,0 +1,93 @@
+"""The results store, the source of truth: one JSON file per cell, written atomically.
+
+Layout under the results folder:
+
+    cells/<task>__<variant>__<cell id>.json     finished (or n/a, or failed) cells
+    partial/<cell id>/seed-<n>.json             final fits done so far for an unfinished cell
+
+Every cell file carries `schema_version`; readers refuse files of an unknown version with a clear
+message rather than misreading them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to a temp file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ResultStore:
+    """Reads and writes cell results and per-seed partial results under one folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.cells_dir = root / "cells"
+        self.partial_dir = root / "partial"
+
+    def cell_path(self, task: str, variant: str, cell_id: str) -> Path:
+        return self.cells_dir / f"{task}__{variant}__{cell_id}.json"
+
+    def find(self, cell_id: str) -> Path | None:
+        matches = sorted(self.cells_dir.glob(f"*__{cell_id}.json"))
+        return matches[0] if matches else None
+
+    def load(self, path: Path) -> dict[str, Any]:
+        """One cell result; raises ValueError naming the file when it is not a result of this schema."""
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a readable JSON result ({exc}); delete it to re-run the cell") from exc
+        if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+            found = data.get("schema_version") if isinstance(data, dict) else None
+            raise ValueError(f"{path}: schema_version {found!r}, expected {SCHEMA_VERSION}; re-run or upgrade bench")
+        return data
+
+    def write_cell(self, result: dict[str, Any]) -> Path:
+        path = self.cell_path(result["task"]["id"], result["variant"]["id"], result["cell_id"])
+        write_json_atomic(path, {**result, "schema_version": SCHEMA_VERSION})
+        return path
+
+    def seed_results(self, cell_id: str) -> dict[int, dict[str, Any]]:
+        """Final fits already done for a cell, by seed."""
+        folder = self.partial_dir / cell_id
+        out: dict[int, dict[str, Any]] = {}
+        for path in sorted(folder.glob("seed-*.json")):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue  # a torn write cannot happen (atomic), but a hand-edited file is simply redone
+            out[int(data["seed"])] = data
+        return out
+
+    def write_seed(self, cell_id: str, seed_result: dict[str, Any]) -> None:
+        write_json_atomic(self.partial_dir / cell_id / f"seed-{seed_result['seed']}.json", seed_result)
+
+    def all_cells(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """Every readable cell result, plus one message per file that could not be read."""
+        results, problems = [], []
+        for path in sorted(self.cells_dir.glob("*.json")):
+            try:
+                results.append(self.load(path))
+            except ValueError as exc:
+                problems.append(str(exc))
+        return results, problems

@@ -1,0 +1,86 @@
+"""Run configurations as plain Python functions: which tasks, which variants, what budget.
+
+`bench run --suite NAME` starts from one of these; every flag overrides one field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+BUILTIN = "builtin"  # in `variants`: every variant registered by bench itself
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One benchmark: the task x variant matrix and the budget of each cell.
+
+    Attributes:
+        name: Suite name, recorded in every result.
+        tasks: Task ids or names.
+        variants: Variant ids or display names; `BUILTIN` for every built-in variant.
+        scale: Which of each task's configs to use ("smoke", "default", "paper").
+        trials: Optuna trials per cell (0: no tuning, the default optimiser settings).
+        seeds: Seeds of the final fits, the same for every variant of a task (paired comparison).
+        max_epochs: Overrides every task config's epochs when set.
+        max_steps: Overrides every task config's step budget when set.
+        baseline: The variant every other is compared with.
+    """
+
+    name: str
+    tasks: tuple[str, ...]
+    variants: tuple[str, ...] = (BUILTIN,)
+    scale: str = "default"
+    trials: int = 2
+    seeds: tuple[int, ...] = (0, 1)
+    max_epochs: int | None = None
+    max_steps: int | None = None
+    baseline: str = "qkv"
+
+    def override(self, **changes: object) -> Suite:
+        """A copy with the fields given (those set to None are left alone)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+
+def smoke() -> Suite:
+    """Tiny: two variants on one synthetic task; for tests and CI (well under 3 minutes)."""
+    return Suite("smoke", tasks=("reverse",), variants=("qkv", "tied-kv"), scale="smoke", trials=2, seeds=(0, 1))
+
+
+def default() -> Suite:
+    """The README's main job: every task family x every built-in variant, offline data, 2 seeds, CPU-sized."""
+    return Suite(
+        "default",
+        tasks=("reverse", "swap", "mnist", "set-anomaly", "mvtec", "lm"),
+        scale="default",
+        trials=2,
+        seeds=(0, 1),
+    )
+
+
+def paper() -> Suite:
+    """The study's tasks, model sizes and budgets, for users with GPUs."""
+    return Suite(
+        "paper",
+        tasks=(
+            "reverse", "sort", "sub", "swap", "copy", "mnist", "fashion-mnist", "cifar10", "cifar100",
+            "tinyimagenet", "set-anomaly", "lm",
+        ),
+        scale="paper",
+        trials=20,
+        seeds=(0, 1, 2),
+    )  # fmt: skip
+
+
+SUITES: dict[str, Callable[[], Suite]] = {"smoke": smoke, "default": default, "paper": paper}
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(SUITES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Unknown suite {name!r}{hint} Available: {', '.join(SUITES)}")
+    return SUITES[name]()

@@ -1,0 +1,110 @@
+"""One Optuna study per cell: a seeded TPE sampler, median pruning, and a search space shared by every
+variant of a task (so each variant gets the same budget). Tuning sees only the validation split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+    from bench_tasks.base import OptimConfig, Task
+
+#: name -> (kind, low, high); shared by every task, which may add its own through `Task.search_space`
+SHARED_SPACE: dict[str, tuple[str, float, float]] = {
+    "lr": ("log", 1e-4, 1e-2),
+    "weight_decay": ("log", 1e-5, 1e-1),
+    "warmup_frac": ("float", 0.0, 0.2),
+}
+
+
+def search_space(task: Task) -> dict[str, tuple[str, float, float]]:
+    """The shared space plus what the task adds (a task may not redefine a shared name)."""
+    extra = task.search_space()
+    clash = set(extra) & set(SHARED_SPACE)
+    if clash:
+        raise ValueError(f"task {task.id!r} redefines shared search-space names {sorted(clash)}")
+    return {**SHARED_SPACE, **extra}
+
+
+def suggest(trial: optuna.Trial, space: dict[str, tuple[str, float, float]]) -> dict[str, float]:
+    params = {}
+    for name, (kind, low, high) in space.items():
+        if kind == "int":
+            params[name] = float(trial.suggest_int(name, int(low), int(high)))
+        else:
+            params[name] = trial.suggest_float(name, low, high, log=kind == "log")
+    return params
+
+
+def optim_config(params: dict[str, Any]) -> OptimConfig:
+    """The optimiser settings of a trial's (or the best) parameters; unknown names are the task's own."""
+    from bench_tasks.base import OptimConfig
+
+    fields = {k: float(v) for k, v in params.items() if k in OptimConfig.__dataclass_fields__}
+    return OptimConfig(**fields)  # type: ignore[arg-type]
+
+
+def open_study(cell_id: str, storage: str, higher_is_better: bool) -> optuna.Study:
+    """The cell's study, created or resumed; trials left RUNNING by a killed run are marked failed."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=f"cell-{cell_id}",
+        storage=storage,
+        direction="maximize" if higher_is_better else "minimize",
+        load_if_exists=True,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    )
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(trial.number, state=TrialState.FAIL)
+    # seeded per cell and per resume point: deterministic, yet a resumed study does not replay trial 0
+    done = len(study.get_trials(deepcopy=False))
+    seed = int(hashlib.sha256(f"{cell_id}:{done}".encode()).hexdigest()[:8], 16)
+    study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+    return study
+
+
+def finished_trials(study: optuna.Study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def tune(
+    study: optuna.Study,
+    n_trials: int,
+    space: dict[str, tuple[str, float, float]],
+    objective: Callable[[optuna.Trial, dict[str, float]], float],
+    on_trial_end: Callable[[], None] | None = None,
+) -> dict[str, float]:
+    """Run trials until `n_trials` have finished (completed or pruned); return the best parameters.
+
+    Falls back to the default optimiser settings when no trial completed.
+    """
+    import optuna
+
+    remaining = max(0, n_trials - finished_trials(study))
+    for _ in range(remaining):
+        trial = study.ask()
+        params = suggest(trial, space)
+        try:
+            value = objective(trial, params)
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        except Exception:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        else:
+            study.tell(trial, value)
+        if on_trial_end:
+            on_trial_end()
+    try:
+        return dict(study.best_params)
+    except ValueError:  # no completed trial
+        return {}

@@ -1,0 +1,79 @@
+"""Checks of `bench run`'s inputs that must fail before any work starts, with the fix in the message."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.suites import Suite
+
+if TYPE_CHECKING:
+    from bench.pipeline import RunOptions
+
+
+def check_run_inputs(suite: Suite, options: RunOptions, storage: str) -> None:
+    """Raise ValueError naming the problem and the fix; unknown names are caught by the registries."""
+    if suite.trials < 0:
+        raise ValueError(f"--trials must be 0 or more, got {suite.trials}; use 0 to skip tuning")
+    if not suite.seeds:
+        raise ValueError("--seeds is empty; give at least one seed, e.g. --seeds 0,1")
+    if len(set(suite.seeds)) != len(suite.seeds):
+        raise ValueError(f"--seeds repeats a seed: {list(suite.seeds)}")
+    for name, value in (("--epochs", suite.max_epochs), ("--max-steps", suite.max_steps)):
+        if value is not None and value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    if options.jobs < 1:
+        raise ValueError(f"--jobs must be 1 or more, got {options.jobs}")
+    if not suite.tasks:
+        raise ValueError("no tasks selected; pass --tasks, e.g. --tasks reverse,mnist")
+    _check_writable(options.results, "--results")
+    check_storage(storage)
+    if options.tracking_uri and options.tracking_uri != "none":
+        check_tracking_uri(options.tracking_uri)
+
+
+def _check_writable(folder: Path, flag: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{flag} {folder}: cannot create it ({exc.strerror}); choose a writable folder") from exc
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{flag} {folder} is not writable; choose a writable folder")
+
+
+def check_storage(url: str) -> None:
+    """Connect once to the Optuna storage URL."""
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=_connect_args(url))
+        with engine.connect():
+            pass
+    except Exception as exc:  # any driver's error means the same thing to the user
+        raise ValueError(
+            f"cannot reach the Optuna storage {url!r}: {type(exc).__name__}: {exc}. "
+            "Check the URL and that its server is running, or drop --storage to use SQLite under --results."
+        ) from exc
+
+
+def _connect_args(url: str) -> dict[str, Any]:
+    if url.startswith(("postgresql", "mysql")):
+        return {"connect_timeout": 5}
+    return {}
+
+
+def check_tracking_uri(uri: str) -> None:
+    """An http(s) MLflow server must answer; other URIs (sqlite, files) are created on use."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5):
+            pass
+    except OSError as exc:
+        raise ValueError(
+            f"cannot reach the MLflow tracking server {uri!r} ({exc}); start it (`bench ui`), "
+            "fix --tracking-uri, or pass --tracking-uri none to run without MLflow"
+        ) from exc
