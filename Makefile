@@ -1,13 +1,15 @@
 # The two commands a new user needs; each sets everything up on a fresh machine.
-#   make run    set up, then run the main job
-#   make test   set up, then lint, type-check and run the test suite
+#   make run    set up, prepare the offline data, run the default suite, build the leaderboard
+#   make test   set up, then lint, type-check and run the test suite (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONSTRAINTS := requirements/constraints.txt
+# Debian packages: real Fashion-MNIST for the offline default, Chromium for the leaderboard's browser test
+APT_PACKAGES := dataset-fashion-mnist chromium chromium-driver
 
-.PHONY: setup run test lint typecheck pytest bench-speed clean
+.PHONY: setup system-deps data run test lint typecheck pytest bench-speed leaderboard clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,11 +17,27 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev]"
 	touch $@
 
-setup: $(STAMP)
+setup: $(STAMP) system-deps
 
-run: setup
-	$(BIN)/bench list
-	$(BIN)/bench cache
+# Installs the Debian packages when missing and we may (root with apt-get); otherwise says how.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "note: Debian packages missing:$$missing; install them with: sudo apt-get install$$missing"; \
+	fi
+
+data: setup
+	$(BIN)/bench data prepare
+
+run: data
+	$(BIN)/bench run --suite default
+
+leaderboard: setup
+	$(BIN)/bench leaderboard
 
 lint: setup
 	$(BIN)/ruff check .

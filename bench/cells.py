@@ -50,6 +50,7 @@ def base_record(cell: Cell) -> dict[str, Any]:
     return {
         "cell_id": cell.id,
         "suite": cell.suite.name,
+        "scale": cell.suite.scale,
         "task": {**task.describe(), "higher_is_better": task.higher_is_better, "causal": task.causal},
         "variant": {**variant.describe(), "summary": variant.summary},
         "config": {"type": type(cell.config).__name__, **cell.config.as_dict()},

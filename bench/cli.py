@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     cache.set_defaults(handler=_cmd_cache)
     _add_data_parser(commands)
     _add_run_parser(commands)
+    board = commands.add_parser("leaderboard", help="build the static HTML leaderboard from a results folder")
+    board.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
+    board.add_argument("--out", type=Path, default=None, help="output folder (default RESULTS/leaderboard)")
+    board.set_defaults(handler=_cmd_leaderboard)
     ui = commands.add_parser("ui", help="open the MLflow UI on a results folder's tracking store")
     ui.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
     ui.add_argument("--host", default="127.0.0.1")
@@ -139,6 +143,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
     )
     return run(suite, options)
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from bench.pipeline import build_leaderboard
+    from bench.report import make_console
+
+    if not (args.results / "cells").is_dir():
+        raise ValueError(f"no results in {args.results}/cells; run `bench run --results {args.results}` first")
+    build_leaderboard(args.results, make_console(), args.out)
+    return 0
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:

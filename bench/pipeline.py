@@ -78,7 +78,7 @@ def run(suite: Suite, options: RunOptions) -> int:
     timings["cells_seconds"] = time.perf_counter() - started - timings["data_seconds"]
     results = report_run.compare_with_baseline(store, cells, suite.baseline)
     report_run.summary_table(console, cells, results, timings)
-    _build_leaderboard(options.results, console)
+    build_leaderboard(options.results, console)
     return 1 if any(r.get("status") == "failed" for r in results.values()) else 0
 
 
@@ -92,16 +92,51 @@ def _context(options: RunOptions, store: ResultStore, console: Any, n_cells: int
     return RunContext(store, storage_url(options), tracker, options.data_dir, RunProgress(console, n_cells))
 
 
+def _run_parallel(todo: list[matrix.Cell], suite: Suite, options: RunOptions, console: Any) -> None:
+    """Cells in `jobs` worker processes, torch threads split between them; progress per cell."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // options.jobs)
+    context = multiprocessing.get_context("spawn")
+    with RunProgress(console, len(todo)) as progress, ProcessPoolExecutor(options.jobs, mp_context=context) as pool:
+        futures = {pool.submit(_run_one, suite, options, c.task.id, c.variant.id, threads): c for c in todo}
+        for future in as_completed(futures):
+            cell = futures[future]
+            status = future.result()
+            progress.log(f"{cell.label}: {status}")
+            progress.end_cell()
+
+
+def _run_one(suite: Suite, options: RunOptions, task_id: str, variant_id: str, threads: int) -> str:
+    """Worker process: rebuild the one cell from the registries and run it without live display."""
+    import io
+
+    import torch
+    from rich.console import Console
+
+    torch.set_num_threads(threads)
+    task = task_registry().get(task_id)
+    (cell,) = matrix.expand(suite, [task], [variant_registry().get(variant_id)])
+    store = ResultStore(options.results)
+    ctx = _context(options, store, Console(file=io.StringIO()), 1)
+    record = run_cell(cell, ctx)
+    return str(record["status"])
+
+
 def _record_data_failure(store: ResultStore, cell: matrix.Cell, error: str) -> None:
     from bench.cells import base_record
 
     store.write_cell({**base_record(cell), "status": "failed", "reason": f"data: {error}"})
 
 
-def _build_leaderboard(results: Path, console: Any) -> None:
-    try:
-        from bench.leaderboard import build
-    except ImportError:
-        return  # the leaderboard module is optional until it exists
-    out = build(results)
-    console.print(f"leaderboard: {out}")
+def build_leaderboard(results: Path, console: Any, out_dir: Path | None = None) -> Path:
+    """The static site from the results store, with stale cells (code changed since) marked."""
+    from bench.staleness import stale_reasons
+    from bench_leaderboard import build
+
+    records, _ = ResultStore(results).all_cells()
+    page = build(results, out_dir=out_dir, stale=stale_reasons(records))
+    console.print(f"leaderboard: {page}")
+    return page

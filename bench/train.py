@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from collections.abc import Mapping
@@ -99,10 +100,18 @@ def fit(
     import lightning as L
     import torch
 
+    from bench_tasks.base import DataSource
+
     quiet_lightning()
     L.seed_everything(seed, workers=True, verbose=False)
+    threads = os.environ.get("BENCH_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
     source = task.prepare(data_dir)
     datamodule = task.datamodule(data_dir, config, seed)
+    chosen = getattr(datamodule, "source", None)  # a config may pick among a task's sources
+    if isinstance(chosen, DataSource):
+        source = chosen
     module = task.build_model(variant, config, optim)
     meter = _Throughput()
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -113,7 +113,11 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def datamodule(self, data_dir: Path, config: TaskConfig, seed: int) -> L.LightningDataModule:
-        """Train/val/test loaders over the prepared data; deterministic for a seed."""
+        """Train/val/test loaders over the prepared data; deterministic for a seed.
+
+        When the config chooses among several sources (e.g. an MVTec category), the datamodule
+        carries the one it reads as a `source: DataSource` attribute, and results record that one.
+        """
 
     @abc.abstractmethod
     def build_model(self, variant: VariantSpec, config: TaskConfig, optim: OptimConfig) -> TaskModule:

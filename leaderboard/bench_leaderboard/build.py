@@ -1,0 +1,225 @@
+"""Build the static leaderboard: results store -> one model -> index.html, leaderboard.json, leaderboard.csv.
+
+The page is self-contained (inline CSS, a few lines of plain JS, inline SVG; no network). No result
+data is ever placed inside a <script>: the sorting script reads `data-sort` attributes, and every
+string reaches the page through Jinja's autoescaping. Same results in, byte-identical files out.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from . import claims, model, paper, plots
+from .load import load_results
+
+TEMPLATES = Path(__file__).parent / "templates"
+CSV_COLUMNS = (
+    "task", "scale", "variant", "display_name", "state", "reason", "metric", "higher_is_better", "rank",
+    "mean", "ci95_low", "ci95_high", "n", "diff_vs_qkv", "diff_ci95_low", "diff_ci95_high", "diff_relative",
+    "significant", "p_value", "parameters", "context_length", "kv_bytes_per_token", "kv_bytes_at_context",
+    "kv_reduction", "kv_measured_bytes_held", "kv_measured_reduction", "examples_per_second",
+    "trials_finished", "trials_budget", "seeds", "data_kind", "data_name", "pareto_front", "git_sha",
+    "created_at", "mlflow_url", "cell_id",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a build wrote, and the result files it had to skip."""
+
+    index: Path
+    json: Path
+    csv: Path
+    problems: list[str] = field(default_factory=list)
+
+
+def board(records: list[dict[str, Any]], problems: list[str], stale: Mapping[str, str]) -> dict[str, Any]:
+    """The whole leaderboard as one JSON-able dict (the source of all three output files).
+
+    Args:
+        records: Valid cell results.
+        problems: One message per result file that was skipped.
+        stale: cell id -> why its result no longer matches the code.
+
+    Returns:
+        A dict with `groups` (task tables), `overview`, `paper`, `claims` and `problems`.
+    """
+    stale = {k: str(v) for k, v in sorted(stale.items())}
+    groups = model.make_groups(records, stale)
+    for group in groups:
+        group["plot"] = plots.scatter(group)
+        _mark_front(group)
+    cells = model.current_cells(records, stale)
+    return {
+        "schema_version": 1,
+        "cells": len(records),
+        "problems": sorted(problems),
+        "baseline": model.BASELINE,
+        "mlflow_ui": model.MLFLOW_UI,
+        "groups": groups,
+        "overview": {"mean_ranks": model.mean_ranks(groups)},
+        "paper": paper.side_by_side(cells),
+        "claims": claims.evaluate(cells),
+    }
+
+
+def _mark_front(group: dict[str, Any]) -> None:
+    """Flag the rows on the group's Pareto front (fewer KV bytes per token, better quality)."""
+    rows = [r for r in group["rows"] if r["state"] == "ok" and r.get("kv_bytes_per_token") is not None]
+    front = set(plots.pareto_front([(r["kv_bytes_per_token"], r["mean"]) for r in rows], group["higher_is_better"]))
+    for row in group["rows"]:
+        row["pareto_front"] = False
+    for i, row in enumerate(rows):
+        row["pareto_front"] = i in front
+
+
+def _csv_safe(value: Any) -> Any:
+    """Neutralise spreadsheet formulas in text cells (a display name could start with '=')."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _csv_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    comp = row.get("vs_baseline") or {}
+    measured = row.get("kv_measured") or {}
+    source = row.get("data_source") or {}
+    prov = row.get("provenance") or {}
+    flat = {
+        **{k: row.get(k) for k in CSV_COLUMNS if k in row},
+        "reason": row.get("stale_reason") or row.get("reason"),
+        "diff_vs_qkv": comp.get("mean_diff"),
+        "diff_ci95_low": comp.get("ci95_low"),
+        "diff_ci95_high": comp.get("ci95_high"),
+        "diff_relative": comp.get("relative"),
+        "significant": comp.get("significant"),
+        "p_value": comp.get("p_value"),
+        "kv_measured_bytes_held": measured.get("bytes_held"),
+        "seeds": " ".join(str(s) for s in row.get("seeds") or []),
+        "data_kind": source.get("kind"),
+        "data_name": source.get("name"),
+        "git_sha": prov.get("git_sha"),
+    }
+    return {k: _csv_safe("" if flat.get(k) is None else flat[k]) for k in CSV_COLUMNS}
+
+
+def render_csv(data: Mapping[str, Any]) -> str:
+    """One line per cell, in page order."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for group in data["groups"]:
+        for row in group["rows"]:
+            writer.writerow(_csv_row(row))
+    return out.getvalue()
+
+
+def render_json(data: Mapping[str, Any]) -> str:
+    """The model as JSON, keys sorted; the SVG geometry is left out (it is layout, not data)."""
+    groups = [{k: v for k, v in g.items() if k != "plot"} for g in data["groups"]]
+    return json.dumps({**data, "groups": groups}, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _num(value: Any, spec: str = ".4g") -> str:
+    if value is None or isinstance(value, bool):
+        return "–"
+    return format(value, spec)
+
+
+def _int(value: Any) -> str:
+    return "–" if value is None or isinstance(value, bool) else f"{value:,.0f}"
+
+
+def _pct(value: Any, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return format(value * 100, "+.1f" if signed else ".1f") + "%"
+
+
+def _sortkey(value: Any) -> str:
+    """A data-sort attribute value: repr of a number, '' for none."""
+    return "" if value is None or isinstance(value, bool) else repr(float(value))
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def environment() -> jinja2.Environment:
+    """The Jinja environment: autoescaping on for everything, strict about undefined names."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(num=_num, int=_int, pct=_pct, sortkey=_sortkey, pretty=_pretty)
+    return env
+
+
+def render_html(data: Mapping[str, Any]) -> str:
+    """The page; its Content-Security-Policy allows only our own script, by hash, and no network."""
+    script = (TEMPLATES / "sort.js").read_text(encoding="utf-8")
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    # Markup on our own constant script (never on result data): it must reach the page byte for byte
+    return environment().get_template("index.html.j2").render(board=data, script=Markup(script), script_hash=digest)
+
+
+def _write(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so a reader never sees half a page."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8", newline="\n")
+    tmp.replace(path)
+
+
+def build_report(results_dir: Path, out_dir: Path | None = None, stale: Mapping[str, str] | None = None) -> Built:
+    """Build the leaderboard and say what was written and which result files were skipped.
+
+    Args:
+        results_dir: The results folder (holding `cells/*.json`).
+        out_dir: Where to write; default `results_dir / "leaderboard"`.
+        stale: cell id -> why the stored result no longer matches the code (computed by the caller).
+
+    Returns:
+        The paths written and the problems found (also shown on the page).
+    """
+    out = out_dir if out_dir is not None else results_dir / "leaderboard"
+    out.mkdir(parents=True, exist_ok=True)
+    records, problems = load_results(results_dir)
+    data = board(records, problems, stale or {})
+    built = Built(out / "index.html", out / "leaderboard.json", out / "leaderboard.csv", list(data["problems"]))
+    _write(built.index, render_html(data))
+    _write(built.json, render_json(data))
+    _write(built.csv, render_csv(data))
+    return built
+
+
+def build(results_dir: Path, out_dir: Path | None = None, stale: Mapping[str, str] | None = None) -> Path:
+    """Build the leaderboard; print each skipped result file to stderr; return the index.html path.
+
+    Args:
+        results_dir: The results folder (holding `cells/*.json`).
+        out_dir: Where to write; default `results_dir / "leaderboard"`.
+        stale: cell id -> why the stored result no longer matches the code (computed by the caller).
+
+    Returns:
+        The path of `index.html`; `leaderboard.json` and `leaderboard.csv` sit beside it.
+    """
+    built = build_report(results_dir, out_dir, stale)
+    for problem in built.problems:
+        print(f"leaderboard: skipped {problem}", file=sys.stderr)
+    return built.index

@@ -1,0 +1,283 @@
+"""The board as plain data: one group of rows per task and scale, ranks, and the cells the claims read.
+
+Everything here is JSON-able and sorted, so the page, `leaderboard.json` and `leaderboard.csv` are
+three renderings of one deterministic model. A stale cell (its code changed since it ran) is shown
+with its reason but takes no part in ranks, plots, claims or the paper comparison.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+BASELINE = "qkv"
+MLFLOW_UI = "http://127.0.0.1:5000"  # where `bench ui` serves MLflow by default
+SCALE_RANK = {"paper": 3, "default": 2, "smoke": 1}
+TASK_ORDER = (
+    "reverse", "sort", "sub", "swap", "copy", "mqar", "mnist", "fashion-mnist", "cifar10", "cifar100",
+    "tinyimagenet", "set-anomaly", "mvtec", "lm",
+)  # fmt: skip
+BUCKETS = {"ok": 0, "stale": 1, "failed": 2, "n/a": 3}
+
+#: task id -> variant id -> the record the claims and the paper comparison read
+Cells = Mapping[str, Mapping[str, Mapping[str, Any]]]
+
+
+def slug(text: str) -> str:
+    """An anchor-safe form of an id."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "x"
+
+
+def mlflow_url(record: Mapping[str, Any]) -> str | None:
+    """Link to the cell's MLflow run: the tracking server itself when it is http(s), else `bench ui`."""
+    info = record.get("mlflow")
+    if not isinstance(info, Mapping) or not info.get("run_id") or info.get("experiment_id") is None:
+        return None
+    uri = str(info.get("tracking_uri") or "")
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else MLFLOW_UI
+    return (
+        f"{base}/#/experiments/{quote(str(info['experiment_id']), safe='')}/runs/{quote(str(info['run_id']), safe='')}"
+    )
+
+
+def scale_of(record: Mapping[str, Any]) -> str:
+    """The record's scale, or "" when the result predates the field."""
+    return str(record.get("scale") or "")
+
+
+def _num(value: Any) -> float | int | None:
+    """A number from a result file (ints stay ints), or None for anything else."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return value if number and math.isfinite(value) else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _comparison(record: Mapping[str, Any], base_mean: float | None) -> dict[str, Any] | None:
+    comp = _dict(record.get("baseline_comparison"))
+    diff = _num(comp.get("mean_diff"))
+    if diff is None:
+        return None
+    relative = diff / base_mean if base_mean else None
+    keys = ("baseline", "n", "ci95_low", "ci95_high", "p_value", "significant")
+    return {**{k: comp.get(k) for k in keys}, "mean_diff": diff, "relative": relative}
+
+
+def _kv(costs: Mapping[str, Any], base: Mapping[str, Any] | None) -> dict[str, Any]:
+    measured = costs.get("kv_measured") if isinstance(costs.get("kv_measured"), Mapping) else None
+    out: dict[str, Any] = {
+        "context_length": costs.get("context_length"),
+        "kv_bytes_per_token": _num(costs.get("kv_bytes_per_token")),
+        "kv_bytes_at_context": _num(costs.get("kv_bytes_at_context")),
+        "kv_measured": {k: measured.get(k) for k in ("dtype", "tokens", "bytes_held", "bytes_derived")}
+        if measured
+        else None,
+        "kv_reduction": None,
+        "kv_measured_reduction": None,
+    }
+    if base is None:
+        return out
+    mine, theirs = out["kv_bytes_per_token"], _num(base.get("kv_bytes_per_token"))
+    if mine is not None and theirs:
+        out["kv_reduction"] = 1 - mine / theirs
+    base_measured = base.get("kv_measured")
+    if measured and isinstance(base_measured, Mapping):
+        held, base_held = _num(measured.get("bytes_held")), _num(base_measured.get("bytes_held"))
+        if held is not None and base_held and measured.get("tokens") == base_measured.get("tokens"):
+            out["kv_measured_reduction"] = 1 - held / base_held
+    return out
+
+
+def _half_width(low: float, high: float, mean: float) -> float:
+    """Half the 95% interval; float noise from identical seeds (1e-16) reads as 0."""
+    half = (high - low) / 2
+    return 0.0 if abs(half) <= 1e-12 * max(abs(mean), 1.0) else half
+
+
+def _ok_fields(record: Mapping[str, Any], base: Mapping[str, Any] | None) -> dict[str, Any]:
+    summary, costs, tuning = _dict(record["summary"]), _dict(record["costs"]), _dict(record["tuning"])
+    base_summary = _dict(base.get("summary")) if base else {}
+    return {
+        "mean": summary["mean"],
+        "ci95_low": summary["ci95_low"],
+        "ci95_high": summary["ci95_high"],
+        "n": summary["n"],
+        "ci_half": _half_width(summary["ci95_low"], summary["ci95_high"], summary["mean"]),
+        "std": _num(summary.get("std")),
+        "vs_baseline": _comparison(record, _num(base_summary.get("mean"))),
+        "parameters": costs.get("parameters"),
+        **_kv(costs, _dict(base.get("costs")) if base else None),
+        "examples_per_second": _num(costs.get("examples_per_second")),
+        "trials_finished": tuning.get("trials_finished"),
+        "trials_budget": tuning.get("trials_budget"),
+        "search_space": _dict(tuning.get("search_space")),
+        "best_params": _dict(tuning.get("best_params")),
+        "seeds": list(record.get("seeds") or []),
+    }
+
+
+def make_row(record: Mapping[str, Any], stale_reason: str | None, base: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One table row from one record; `base` is the group's QKV record (or None)."""
+    task, variant = record["task"], record["variant"]
+    status = record["status"]
+    row: dict[str, Any] = {
+        "cell_id": record["cell_id"],
+        "anchor": "cell-" + slug(record["cell_id"]),
+        "task": task["id"],
+        "scale": scale_of(record),
+        "suite": str(record.get("suite") or ""),
+        "variant": variant["id"],
+        "display_name": variant["display_name"],
+        "variant_fields": {k: str(v) for k, v in sorted(variant.items()) if k not in ("id", "display_name")},
+        "status": status,
+        "state": "stale" if stale_reason and status == "ok" else status,
+        "reason": record.get("reason") if status != "ok" else None,
+        "stale_reason": stale_reason,
+        "metric": task["metric"],
+        "higher_is_better": task["higher_is_better"],
+        "config": _dict(record.get("config")),
+        "data_source": _dict(record.get("data_source")) or None,
+        "provenance": _dict(record.get("provenance")),
+        "created_at": str(record.get("created_at") or ""),
+        "mlflow_url": mlflow_url(record),
+        "rank": None,
+    }
+    if status == "ok":
+        row.update(_ok_fields(record, base))
+    return row
+
+
+def _order_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    value = 0.0
+    if row["status"] == "ok":
+        value = -row["mean"] if row["higher_is_better"] else row["mean"]
+    return (BUCKETS[row["state"]], value, row["variant"], row["cell_id"])
+
+
+def _assign_ranks(rows: list[dict[str, Any]]) -> None:
+    """Rank the fresh ok rows (already best-first); ties share the mean of their positions."""
+    ranked = [r for r in rows if r["state"] == "ok"]
+    i = 0
+    while i < len(ranked):
+        j = i
+        while j + 1 < len(ranked) and ranked[j + 1]["mean"] == ranked[i]["mean"]:
+            j += 1
+        for r in ranked[i : j + 1]:
+            r["rank"] = (i + j) / 2 + 1
+        i = j + 1
+
+
+def _task_order(task_id: str) -> tuple[int, str]:
+    return (TASK_ORDER.index(task_id) if task_id in TASK_ORDER else len(TASK_ORDER), task_id)
+
+
+def _group_order(key: tuple[str, str]) -> tuple[Any, ...]:
+    return (*_task_order(key[0]), -SCALE_RANK.get(key[1], 0), key[1])
+
+
+def _pick(records: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The record to read when several fresh ok cells share a task, scale and variant: most seeds, newest."""
+    if not records:
+        return None
+    return max(records, key=lambda r: (r["summary"]["n"], str(r.get("created_at") or ""), r["cell_id"]))
+
+
+def _fresh_ok(records: Sequence[Mapping[str, Any]], stale: Mapping[str, str]) -> list[Mapping[str, Any]]:
+    return [r for r in records if r["status"] == "ok" and r["cell_id"] not in stale]
+
+
+def primary_scales(records: Sequence[Mapping[str, Any]], stale: Mapping[str, str]) -> dict[str, str]:
+    """task id -> the largest scale with fresh results: the one the overview, plots' ranks and claims read."""
+    scales: dict[str, set[str]] = defaultdict(set)
+    for record in _fresh_ok(records, stale):
+        scales[record["task"]["id"]].add(scale_of(record))
+    return {task: min(found, key=lambda s: (-SCALE_RANK.get(s, 0), s)) for task, found in scales.items()}
+
+
+def current_cells(
+    records: Sequence[Mapping[str, Any]], stale: Mapping[str, str]
+) -> dict[str, dict[str, Mapping[str, Any]]]:
+    """task id -> variant id -> the fresh ok record at the task's primary scale (what the claims read)."""
+    primary = primary_scales(records, stale)
+    found: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for record in _fresh_ok(records, stale):
+        task = record["task"]["id"]
+        if scale_of(record) == primary[task]:
+            found[(task, record["variant"]["id"])].append(record)
+    out: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
+    for (task, variant), candidates in sorted(found.items()):
+        chosen = _pick(candidates)
+        if chosen is not None:
+            out[task][variant] = chosen
+    return dict(out)
+
+
+def _group(
+    key: tuple[str, str], members: list[dict[str, Any]], stale: Mapping[str, str], primary: bool
+) -> dict[str, Any]:
+    fresh = _fresh_ok(members, stale)
+    base = _pick([r for r in fresh if r["variant"]["id"] == BASELINE])
+    rows = sorted((make_row(r, stale.get(r["cell_id"]), base) for r in members), key=_order_key)
+    _assign_ranks(rows)
+    task = (fresh or sorted(members, key=lambda r: r["cell_id"]))[0]["task"]
+    counts = {state: sum(r["state"] == state for r in rows) for state in BUCKETS}
+    task_id, scale = key
+    return {
+        "anchor": f"task-{slug(task_id)}-{slug(scale or 'unknown')}",
+        "task": task_id,
+        "scale": scale,
+        "primary": primary,
+        "metric": task["metric"],
+        "higher_is_better": task["higher_is_better"],
+        "direction": "higher is better" if task["higher_is_better"] else "lower is better",
+        "family": str(task.get("family") or ""),
+        "causal": bool(task.get("causal")),
+        "task_version": str(task.get("version") or ""),
+        "baseline_present": base is not None,
+        "counts": counts,
+        "rows": rows,
+    }
+
+
+def make_groups(records: list[dict[str, Any]], stale: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One group per (task, scale), in the study's task order then largest scale first; rows best-first."""
+    by_key: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_key[(record["task"]["id"], scale_of(record))].append(record)
+    primary = primary_scales(records, stale)
+    return [_group(key, by_key[key], stale, primary.get(key[0]) == key[1]) for key in sorted(by_key, key=_group_order)]
+
+
+def mean_ranks(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each variant's mean rank over the tasks it ran (primary scale of each task), best first."""
+    ranks: dict[str, dict[str, float]] = defaultdict(dict)
+    names: dict[str, str] = {}
+    sizes: dict[str, int] = {}
+    for group in groups:
+        if not group["primary"]:
+            continue
+        ranked = [r for r in group["rows"] if r["rank"] is not None]
+        sizes[group["task"]] = len(ranked)
+        for row in ranked:
+            ranks[row["variant"]].setdefault(group["task"], row["rank"])
+            names.setdefault(row["variant"], row["display_name"])
+    out = [
+        {
+            "variant": variant,
+            "display_name": names[variant],
+            "mean_rank": sum(by_task.values()) / len(by_task),
+            "tasks": len(by_task),
+            "ranks": [
+                {"task": t, "rank": r, "of": sizes[t]}
+                for t, r in sorted(by_task.items(), key=lambda kv: _task_order(kv[0]))
+            ],
+        }
+        for variant, by_task in ranks.items()
+    ]
+    return sorted(out, key=lambda v: (v["mean_rank"], -v["tasks"], v["variant"]))

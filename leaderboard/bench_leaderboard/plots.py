@@ -1,0 +1,129 @@
+"""Quality against KV-cache bytes per token, as geometry for an inline SVG, with the Pareto front.
+
+This module only computes numbers and label strings; the template draws the SVG elements, so every
+label from a result file goes through Jinja's autoescaping like the rest of the page.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+WIDTH, HEIGHT = 440, 270
+LEFT, RIGHT, TOP, BOTTOM = 60, 18, 14, 42
+
+
+def pareto_front(points: Sequence[tuple[float, float]], higher_is_better: bool) -> list[int]:
+    """Indices of the points no other point beats on both axes (fewer bytes, better quality).
+
+    Args:
+        points: (bytes per token, quality) pairs.
+        higher_is_better: The quality's direction.
+
+    Returns:
+        Indices on the front, ordered by bytes then quality (best first).
+    """
+    sign = 1.0 if higher_is_better else -1.0
+
+    def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+        no_worse = a[0] <= b[0] and sign * a[1] >= sign * b[1]
+        return no_worse and (a[0] < b[0] or sign * a[1] > sign * b[1])
+
+    front = [i for i, p in enumerate(points) if not any(dominates(q, p) for q in points)]
+    return sorted(front, key=lambda i: (points[i][0], -sign * points[i][1], i))
+
+
+def _nice_step(span: float, count: int) -> float:
+    raw = span / max(count, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+
+
+def _linear_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    step = _nice_step(high - low, count)
+    start = math.ceil(low / step) * step
+    ticks, value = [], start
+    while value <= high + step * 1e-9:
+        ticks.append(round(value, 12))
+        value += step
+    return ticks
+
+
+def _bytes_label(value: float) -> str:
+    if value >= 1 << 20:
+        return f"{value / (1 << 20):g} MiB"
+    if value >= 1 << 10:
+        return f"{value / (1 << 10):g} KiB"
+    return f"{value:g}"
+
+
+def _x_axis(xs: list[float], span: float) -> tuple[Any, list[tuple[float, str]], bool]:
+    """A log2 axis when all bytes are positive (cache sizes come in powers of two), else linear."""
+    low, high = min(xs), max(xs)
+    if low > 0:
+        lo, hi = math.floor(math.log2(low)) - 0.5, math.ceil(math.log2(high)) + 0.5
+        if hi - lo < 2:
+            lo, hi = lo - 0.5, hi + 0.5
+        every = max(1, math.ceil((hi - lo) / 7))
+        ticks = [float(2**k) for k in range(math.ceil(lo), math.floor(hi) + 1) if k % every == 0]
+        return (lambda v: LEFT + (math.log2(v) - lo) / (hi - lo) * span), [(t, _bytes_label(t)) for t in ticks], True
+    pad = (high - low) * 0.1 or 1.0
+    lo_l, hi_l = low - pad, high + pad
+    ticks_l = _linear_ticks(lo_l, hi_l)
+    return (lambda v: LEFT + (v - lo_l) / (hi_l - lo_l) * span), [(t, _bytes_label(t)) for t in ticks_l], False
+
+
+def _y_axis(lows: list[float], highs: list[float], span: float) -> tuple[Any, list[tuple[float, str]]]:
+    low, high = min(lows), max(highs)
+    pad = (high - low) * 0.08 or max(abs(high) * 0.05, 0.01)
+    lo, hi = low - pad, high + pad
+    ticks = [t for t in _linear_ticks(lo, hi) if lo <= t <= hi]
+    return (lambda v: TOP + (hi - v) / (hi - lo) * span), [(t, f"{t:.4g}") for t in ticks]
+
+
+def _short(name: str, limit: int = 18) -> str:
+    """A point label that stays inside the plot; the full name is in the point's tooltip."""
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def scatter(group: Mapping[str, Any]) -> dict[str, Any]:
+    """SVG geometry for one task group: fresh ok rows with a cache size, CI bars, front marked.
+
+    Args:
+        group: A group from `model.make_groups`.
+
+    Returns:
+        A dict with the canvas size, axis ticks, points and the front's path; `points` is empty when
+        no row has both a result and a cache size.
+    """
+    rows = [r for r in group["rows"] if r["state"] == "ok" and r.get("kv_bytes_per_token") is not None]
+    base: dict[str, Any] = {"width": WIDTH, "height": HEIGHT, "left": LEFT, "top": TOP, "right": WIDTH - RIGHT}
+    base.update(bottom=HEIGHT - BOTTOM, y_label=f"{group['metric']} ({group['direction']})")
+    if not rows:
+        return {**base, "points": [], "x_ticks": [], "y_ticks": [], "front_path": "", "x_label": ""}
+    pts = [(float(r["kv_bytes_per_token"]), float(r["mean"])) for r in rows]
+    front = pareto_front(pts, group["higher_is_better"])
+    x_of, x_ticks, log = _x_axis([p[0] for p in pts], WIDTH - LEFT - RIGHT)
+    y_of, y_ticks = _y_axis([r["ci95_low"] for r in rows], [r["ci95_high"] for r in rows], HEIGHT - TOP - BOTTOM)
+    points = [
+        {
+            "cx": round(x_of(x), 2),
+            "cy": round(y_of(y), 2),
+            "y_lo": round(y_of(r["ci95_low"]), 2),
+            "y_hi": round(y_of(r["ci95_high"]), 2),
+            "label": _short(r["display_name"]),
+            "title": f"{r['display_name']} ({r['variant']}): {y:.4g} at {x:g} B/token",
+            "front": i in front,
+        }
+        for i, (r, (x, y)) in enumerate(zip(rows, pts, strict=True))
+    ]
+    path = " ".join(f"{'M' if k == 0 else 'L'}{points[i]['cx']},{points[i]['cy']}" for k, i in enumerate(front))
+    return {
+        **base,
+        "points": points,
+        "x_ticks": [{"pos": round(x_of(v), 2), "label": s} for v, s in x_ticks],
+        "y_ticks": [{"pos": round(y_of(v), 2), "label": s} for v, s in y_ticks],
+        "front_path": path,
+        "x_label": f"KV-cache bytes per token (fp16{', log scale' if log else ''})",
+    }

@@ -1,0 +1,353 @@
+"""The static leaderboard, built from hand-written results: ordering, markers, reasons, claims, safety.
+
+The fixture covers two tasks with opposite metric directions, significant and non-significant
+comparisons, n/a, failed and stale cells, unreadable files, and variant names that try to inject
+HTML. The browser test opens the page in real headless Chromium.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench_leaderboard import build, build_report
+from bench_leaderboard import claims as claims_mod
+from bench_leaderboard.model import mlflow_url
+from bench_leaderboard.plots import pareto_front
+
+CHROMIUM = Path("/usr/bin/chromium")
+XSS = "<img src=x onerror=alert(1)>"
+XSS_FLAG = "</script><script>window.__xss=1</script><img src=x onerror=window.__xss=2>"
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}
+TASKS: dict[str, dict[str, Any]] = {
+    name: {"id": name, "version": "1", "family": family, "metric": metric, "higher_is_better": hib,
+           "direction": "higher is better" if hib else "lower is better", "causal": causal}
+    for name, family, metric, hib, causal in (
+        ("reverse", "synthetic", "accuracy", True, False),
+        ("swap", "synthetic", "accuracy", True, False),
+        ("mnist", "vision", "accuracy", True, False),
+        ("fashion-mnist", "vision", "accuracy", True, False),
+        ("lm", "lm", "perplexity", False, True),
+    )
+}  # fmt: skip
+#: variant id -> (display name, tie, kv heads)
+VARIANTS = {
+    "qkv": ("QKV", "none", "H"), "tied-qk": ("Q=K-V", "q=k", "H"), "tied-kv": ("Q-K=V", "k=v", "H"),
+    "tied-qkv": ("Q=K=V", "q=k=v", "H"), "tied-qk-pos": ("(Q=K-V)+", "q=k", "H"),
+    "tied-qkv-pos": ("(Q=K=V)+", "q=k=v", "H"), "gqa4": ("GQA-4", "none", "4"), "mqa": ("MQA", "none", "1"),
+    "tied-kv-gqa4": ("Q-GQA-4", "k=v", "4"), "tied-kv-mqa": ("Q-MQA", "k=v", "1"),
+    "evil": (XSS, "none", "H"), "evil2": (XSS_FLAG, "k=v", "H"),
+}  # fmt: skip
+HEADS, D_HEAD = 8, 4
+
+
+def summarize(values: list[float]) -> dict[str, Any]:
+    """Mean and 95% t-interval, as bench.stats computes them (t quantiles tabulated here)."""
+    n, mean = len(values), sum(values) / len(values)
+    if n == 1:
+        return {"n": 1, "mean": mean, "std": 0.0, "ci95_low": mean, "ci95_high": mean}
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = T95[n - 1] * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half}
+
+
+def kv_bytes(variant: str, measured: float = 1.0) -> dict[str, Any]:
+    """Cache figures per the formula: tensors x KV heads x d_head x 2 bytes (fp16), one layer, 16 tokens."""
+    _, tie, g = VARIANTS[variant]
+    per_token = (1 if tie in ("k=v", "q=k=v") else 2) * (HEADS if g == "H" else int(g)) * D_HEAD * 2
+    held = int(per_token * 16 * 2 * measured)  # measured in float32
+    return {
+        "kv_bytes_per_token": per_token, "kv_bytes_per_token_per_layer": per_token,
+        "kv_bytes_at_context": per_token * 16, "context_length": 16, "n_layers": 1, "kv_dtype": "float16",
+        "kv_measured": {"dtype": "float32", "tokens": 16, "bytes_held": held, "bytes_derived": per_token * 32},
+    }  # fmt: skip
+
+
+def record(task: str, variant: str, values: list[float] | None, base: list[float] | None = None, **extra: Any) -> dict:
+    """One schema-1 cell result; `base` (QKV's per-seed values) adds the paired comparison."""
+    name, tie, g = VARIANTS[variant]
+    out: dict[str, Any] = {
+        "schema_version": 1, "cell_id": f"{task}-{variant}", "suite": "test", "scale": "default",
+        "task": TASKS[task],
+        "variant": {"id": variant, "display_name": name, "version": "1", "tie": tie, "kv_heads": g},
+        "config": {"type": "TinyConfig", "n_heads": HEADS, "d_model": HEADS * D_HEAD, "n_layers": 1},
+        "status": "ok", "created_at": "2026-11-28T23:00:00+00:00",
+        "provenance": {"git_sha": "abc123", "git_dirty": False, "packages": {"torch": "2.14"}, "device": "cpu",
+                       "python": "3.11", "platform": "linux"},
+        "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment_id": "1", "run_id": f"run{task}{variant}"},
+    }  # fmt: skip
+    if values is not None:
+        out.update(
+            summary={"metric": TASKS[task]["metric"], **summarize(values)},
+            seeds=list(range(len(values))),
+            per_seed=[{"seed": i, "test": {TASKS[task]["metric"]: v}} for i, v in enumerate(values)],
+            tuning={"trials_budget": 4, "trials_finished": 4, "search_space": {"lr": ["log", 1e-4, 1e-2]},
+                    "best_params": {"lr": 0.001}},
+            costs={"parameters": 1000, "examples_per_second": 500.0, **kv_bytes(variant)},
+            data_source={"kind": "synthetic", "name": f"{task} data", "origin": "generated", "note": ""},
+        )  # fmt: skip
+    if values is not None and base is not None:
+        diff = summarize([a - b for a, b in zip(values, base, strict=True)])
+        significant = diff["n"] >= 2 and (diff["ci95_low"] > 0 or diff["ci95_high"] < 0)
+        out["baseline_comparison"] = {"baseline": "qkv", "mean_diff": diff["mean"], "n": diff["n"], "p_value": 0.01,
+                                      "ci95_low": diff["ci95_low"], "ci95_high": diff["ci95_high"],
+                                      "significant": significant}  # fmt: skip
+    return {**out, **extra}
+
+
+REV_QKV, LM_QKV = [0.70, 0.72, 0.71], [20.0, 20.4, 20.2]
+
+
+def fixture_records() -> list[dict[str, Any]]:
+    """Two tasks (accuracy up, perplexity down) with every kind of row the board must show."""
+    return [
+        record("reverse", "qkv", REV_QKV, REV_QKV),
+        record("reverse", "tied-kv", [0.69, 0.725, 0.70], REV_QKV),  # not significant
+        record("reverse", "tied-qkv", [0.50, 0.53, 0.51], REV_QKV),  # significantly worse
+        record("reverse", "tied-qkv-pos", [0.60, 0.61, 0.62], REV_QKV),
+        record("reverse", "evil", [0.65, 0.66, 0.64], REV_QKV),
+        record("reverse", "evil2", [0.55, 0.56, 0.54], REV_QKV),
+        record("reverse", "mqa", [0.99, 0.99, 0.99], REV_QKV),  # stale: best number, must not rank
+        record("reverse", "gqa4", None, status="failed", reason=f"RuntimeError: out of memory {XSS}"),
+        record("lm", "qkv", LM_QKV, LM_QKV),
+        record("lm", "tied-kv", [20.5, 20.9, 20.6], LM_QKV),
+        record("lm", "tied-qkv", [25.0, 25.6, 25.2], LM_QKV),
+        record("lm", "gqa4", [20.1, 20.6, 20.2], LM_QKV, data_source={"kind": "proxy", "name": "tiny corpus"}),
+        record("lm", "tied-qk-pos", None, status="n/a", reason="the 2D positional correction needs a non-causal task"),
+    ]
+
+
+STALE = {"reverse-mqa": "variant mqa is now version 2 (ran 1)"}
+
+
+def write_results(root: Path, records: list[dict[str, Any]]) -> Path:
+    cells = root / "cells"
+    cells.mkdir(parents=True)
+    for r in records:
+        (cells / f"{r['task']['id']}__{r['variant']['id']}__{r['cell_id']}.json").write_text(json.dumps(r, indent=1))
+    (cells / "lm__broken__000.json").write_text("{not json")
+    bad = record("lm", "mqa", [1.0])
+    del bad["summary"]
+    (cells / "lm__mqa__111.json").write_text(json.dumps(bad))
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = write_results(tmp_path_factory.mktemp("results"), fixture_records())
+    report = build_report(root, stale=STALE)
+    return {
+        "root": root,
+        "report": report,
+        "html": report.index.read_text(),
+        "data": json.loads(report.json.read_text()),
+    }
+
+
+def group(data: dict[str, Any], task: str) -> dict[str, Any]:
+    return next(g for g in data["groups"] if g["task"] == task)
+
+
+def html_rows(html: str, task: str) -> dict[str, str]:
+    """variant id -> the HTML of its row in the task's table."""
+    table = html.split(f'id="table-task-{task}-default"', 1)[1].split("</table>", 1)[0]
+    return dict(re.findall(r'<tr class="state-[^"]*" data-order="\d+" data-variant="([^"]*)">(.*?)</tr>', table, re.S))
+
+
+def test_rows_best_first_by_metric_direction(built: dict[str, Any]) -> None:
+    reverse = [r["variant"] for r in group(built["data"], "reverse")["rows"]]
+    assert reverse == ["qkv", "tied-kv", "evil", "tied-qkv-pos", "evil2", "tied-qkv", "mqa", "gqa4"]
+    lm = [r["variant"] for r in group(built["data"], "lm")["rows"]]
+    assert lm == ["qkv", "gqa4", "tied-kv", "tied-qkv", "tied-qk-pos"]  # lower perplexity first
+    assert [r["rank"] for r in group(built["data"], "lm")["rows"]] == [1.0, 2.0, 3.0, 4.0, None]
+    assert list(html_rows(built["html"], "lm")) == lm
+
+
+def test_ci_and_significance_markers(built: dict[str, Any]) -> None:
+    rows = html_rows(built["html"], "reverse")
+    assert "0.71 ± 0.025" in rows["qkv"] and "n=3" in rows["qkv"]
+    assert 'class="sig worse"' in rows["tied-qkv"]  # significant
+    assert 'class="sig' not in rows["tied-kv"]  # not significant
+    assert "baseline" in rows["qkv"]
+    lm = {r["variant"]: r for r in group(built["data"], "lm")["rows"]}
+    assert lm["tied-qkv"]["vs_baseline"]["significant"] is True
+    assert lm["tied-kv"]["kv_reduction"] == 0.5 and lm["tied-kv"]["kv_measured_reduction"] == 0.5
+    assert 'class="sig worse"' in html_rows(built["html"], "lm")["tied-qkv"]  # worse although the number is higher
+
+
+def test_na_failed_and_stale_rows_keep_their_reason(built: dict[str, Any]) -> None:
+    reverse = {r["variant"]: r for r in group(built["data"], "reverse")["rows"]}
+    assert reverse["mqa"]["state"] == "stale" and reverse["mqa"]["rank"] is None
+    assert reverse["gqa4"]["state"] == "failed"
+    rows = html_rows(built["html"], "reverse")
+    assert "variant mqa is now version 2 (ran 1)" in rows["mqa"]
+    assert "RuntimeError: out of memory" in rows["gqa4"]
+    assert "needs a non-causal task" in html_rows(built["html"], "lm")["tied-qk-pos"]
+    csv_text = built["report"].csv.read_text()
+    assert "stale,variant mqa is now version 2 (ran 1)" in csv_text and ",n/a,the 2D positional" in csv_text
+
+
+def test_bad_files_are_reported_and_the_rest_builds(built: dict[str, Any], capsys: pytest.CaptureFixture) -> None:
+    problems = built["report"].problems
+    assert len(problems) == 2
+    assert problems[0].startswith("cells/lm__broken__000.json: not readable JSON")
+    assert "missing summary" in problems[1]
+    assert "cells/lm__broken__000.json" in built["html"]
+    build(built["root"], built["root"] / "again")
+    assert "lm__mqa__111.json" in capsys.readouterr().err
+
+
+def test_build_is_deterministic(built: dict[str, Any]) -> None:
+    second = build_report(built["root"], built["root"] / "second", stale=dict(reversed(STALE.items())))
+    for name in ("index.html", "leaderboard.json", "leaderboard.csv"):
+        assert (second.index.parent / name).read_bytes() == (built["report"].index.parent / name).read_bytes()
+    assert built["report"].index == built["root"] / "leaderboard" / "index.html"
+
+
+def test_strings_from_results_are_escaped(built: dict[str, Any]) -> None:
+    html = built["html"]
+    assert XSS not in html and "onerror=alert(1)>" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert html.count("<script") == 1 and html.count("</script>") == 1  # only our own sorting script
+    assert "window.__xss=1" not in html.split("<script>")[1]
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', html)
+    script_src = policy.group(1).split("script-src", 1)[1] if policy else ""
+    assert script_src.startswith(" 'sha256-") and "unsafe" not in script_src  # injected handlers could not run
+
+
+def test_links_to_provenance_and_mlflow(built: dict[str, Any]) -> None:
+    row = html_rows(built["html"], "reverse")["qkv"]
+    assert 'href="#cell-reverse-qkv"' in row and 'id="cell-reverse-qkv"' in built["html"]
+    assert 'href="http://127.0.0.1:5000/#/experiments/1/runs/runreverseqkv"' in row
+    server = {"mlflow": {"tracking_uri": "http://mlflow:8080/", "experiment_id": "7", "run_id": "r"}}
+    assert mlflow_url(server) == "http://mlflow:8080/#/experiments/7/runs/r"
+    assert mlflow_url({"mlflow": {"tracking_uri": "javascript:alert(1)", "experiment_id": "1", "run_id": "x"}}) == (
+        "http://127.0.0.1:5000/#/experiments/1/runs/x"
+    )
+
+
+def test_paper_side_by_side_flags_incomparable(built: dict[str, Any]) -> None:
+    table1, _, table4 = built["data"]["paper"]
+    reverse = table1["columns"][0]
+    assert reverse["task"] == "reverse" and not reverse["comparable"]
+    assert "scale default (the paper's is 'paper')" in reverse["why"]
+    change = next(r for r in table4["rows"] if r["variant"] == "tied-kv")["values"][0]
+    assert change["paper"] == 3.1 and change["ours"] == pytest.approx((20.6667 / 20.2 - 1) * 100, abs=1e-2)
+    assert "not comparable" in built["html"]
+    assert "proxy data (tiny corpus)" in table4["columns"][0]["why"]
+    assert ">PROXY</span>" in html_rows(built["html"], "lm")["gqa4"]
+
+
+def test_pareto_front() -> None:
+    points = [(128.0, 0.9), (64.0, 0.9), (64.0, 0.8), (32.0, 0.5), (128.0, 0.95)]
+    assert pareto_front(points, higher_is_better=True) == [3, 1, 4]
+    assert pareto_front([(128.0, 5.0), (64.0, 6.0), (64.0, 7.0)], higher_is_better=False) == [1, 0]
+
+
+def cells_of(*records: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:
+        out.setdefault(r["task"]["id"], {})[r["variant"]["id"]] = r
+    return out
+
+
+LOW, HIGH, DIGITS, CLOSE = [0.5, 0.52, 0.51], [0.6, 0.62, 0.61], [0.975, 0.978, 0.976], [0.97, 0.975, 0.972]
+WORST_LM = [25.0, 25.6, 25.2]
+CACHE = ("qkv", "tied-kv", "gqa4", "tied-kv-gqa4", "mqa", "tied-kv-mqa")
+
+
+def vs_qkv(task: str, variant: str, values: list[float], base: list[float]) -> list[dict[str, Any]]:
+    """QKV and one variant on a task, with the paired comparison."""
+    return [record(task, "qkv", base, base), record(task, variant, values, base)]
+
+
+def both(tasks: tuple[str, ...], variants: dict[str, list[float]]) -> list[dict[str, Any]]:
+    return [record(t, v, xs) for t in tasks for v, xs in variants.items()]
+
+
+def plus(base: list[float], with_plus: list[float]) -> list[dict[str, Any]]:
+    """Both symmetric variants and their (X)+ forms on REVERSE."""
+    return both(("reverse",), {"tied-qk": base, "tied-qkv": base, "tied-qk-pos": with_plus, "tied-qkv-pos": with_plus})
+
+
+BROKEN_MQA = record("reverse", "mqa", REV_QKV, costs={"parameters": 1, **kv_bytes("mqa", measured=2.0)})
+CLAIM_CASES = [
+    ("a", claims_mod.HELD, vs_qkv("lm", "tied-kv", [20.5, 20.9, 20.6], LM_QKV)),
+    ("a", claims_mod.NOT_HELD, vs_qkv("lm", "tied-kv", [23.0, 23.4, 23.1], LM_QKV)),
+    ("a", claims_mod.INCONCLUSIVE, vs_qkv("lm", "tied-kv", [20.5], [20.0])),  # one seed
+    ("b", claims_mod.HELD, both(("lm",), {"qkv": LM_QKV, "tied-qkv": WORST_LM})),
+    ("b", claims_mod.NOT_HELD, both(("lm",), {"qkv": [30.0, 30.5, 30.2], "tied-qkv": WORST_LM})),
+    ("b", claims_mod.INCONCLUSIVE, both(("lm",), {"qkv": [24.0, 26.0, 25.0], "tied-qkv": WORST_LM})),
+    ("c", claims_mod.HELD, both(("reverse", "swap"), {"qkv": REV_QKV, "tied-qkv": LOW})),
+    ("c", claims_mod.INCONCLUSIVE, both(("reverse",), {"qkv": REV_QKV, "tied-qkv": LOW})),  # swap missing
+    ("c", claims_mod.NOT_HELD, both(("reverse",), {"qkv": [0.4, 0.41, 0.42], "tied-qkv": LOW})
+     + both(("swap",), {"qkv": REV_QKV, "tied-qkv": LOW})),
+    ("d", claims_mod.HELD, plus(base=LOW, with_plus=HIGH)),
+    ("d", claims_mod.NOT_HELD, plus(base=HIGH, with_plus=LOW)),
+    ("d", claims_mod.INCONCLUSIVE, both(("reverse",), {"tied-qk": LOW, "tied-qk-pos": HIGH})),  # no (Q=K=V)+ pair
+    ("e", claims_mod.HELD, [r for t in ("mnist", "fashion-mnist") for v in claims_mod.SHARING
+                            for r in vs_qkv(t, v, CLOSE, DIGITS)]),
+    ("e", claims_mod.NOT_HELD, vs_qkv("mnist", "tied-qkv", [0.90, 0.91, 0.905], DIGITS)),
+    ("e", claims_mod.INCONCLUSIVE, vs_qkv("mnist", "tied-qkv", CLOSE, DIGITS)),  # other cells missing
+    ("f", claims_mod.HELD, both(("reverse",), dict.fromkeys(CACHE, REV_QKV))),
+    ("f", claims_mod.NOT_HELD, [*both(("reverse",), dict.fromkeys(CACHE[:3], REV_QKV)), BROKEN_MQA]),
+    ("f", claims_mod.INCONCLUSIVE, both(("reverse",), dict.fromkeys(CACHE[:2], REV_QKV))),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("claim", "expected", "records"), CLAIM_CASES, ids=[f"{c}-{s}" for c, s, _ in CLAIM_CASES])
+def test_claims(claim: str, expected: str, records: list[dict[str, Any]]) -> None:
+    check = next(fn for cid, _, fn in claims_mod.CLAIMS if cid == claim)
+    status, evidence = check(cells_of(*records))
+    assert status == expected, evidence
+    assert evidence
+
+
+def test_claims_on_the_built_board(built: dict[str, Any]) -> None:
+    status = {c["id"]: c["status"] for c in built["data"]["claims"]}
+    assert status["a"] == "held" and status["b"] == "held"
+    assert status["c"] == "inconclusive"  # swap never ran
+    assert 'id="claim-a" data-status="held"' in built["html"]
+    assert "+2.31%" in next(c["evidence"] for c in built["data"]["claims"] if c["id"] == "a")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt install chromium)")
+def test_page_in_headless_chromium(built: dict[str, Any], tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    dialogs: list[str] = []
+    requests: list[str] = []
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run"]  # fmt: skip
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=flags)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(built["report"].index.as_uri())
+            order = "rows => rows.map(r => r.dataset.variant)"
+            table = "#table-task-reverse-default"
+            before = page.eval_on_selector_all(f"{table} tbody tr", order)
+            page.click(f"{table} thead th:nth-child(2)")  # the variant column
+            after = page.eval_on_selector_all(f"{table} tbody tr", order)
+            page.click(f"{table} thead th:nth-child(2)")
+            again = page.eval_on_selector_all(f"{table} tbody tr", order)
+            page.click(f"{table} tbody tr[data-variant=qkv] a[href^='#cell-']")
+            provenance_open = page.is_visible("#cell-reverse-qkv dl")
+            page.wait_for_timeout(200)  # give any injected onerror handler the chance to fire
+            xss = page.evaluate("typeof window.__xss")
+            page.screenshot(path=str(tmp_path / "leaderboard.png"), full_page=True)
+        finally:
+            browser.close()
+    assert before == [r["variant"] for r in group(built["data"], "reverse")["rows"]]
+    assert after != before and sorted(after) == sorted(before) and again == after[::-1]
+    assert provenance_open
+    assert xss == "undefined" and dialogs == []
+    assert all(url.startswith("file:") for url in requests), requests
+    assert (tmp_path / "leaderboard.png").stat().st_size > 10_000
