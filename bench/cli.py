@@ -77,7 +77,7 @@ def _add_run_parser(commands: Any) -> None:
     run.add_argument("--data-dir", type=Path, default=None, help="data cache (default: $BENCH_DATA_DIR or ~/.cache)")
     run.add_argument("--storage", help="Optuna storage URL (default: SQLite under --results)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under --results; 'none' disables)")
-    run.add_argument("--jobs", type=int, default=1, help="cells run in parallel (default 1)")
+    run.add_argument("--jobs", type=int, help="cells run in parallel (default: CPU cores up to 4 on CPU, 1 with CUDA)")
     run.add_argument("--dry-run", action="store_true", help="print the matrix with each cell's status, run nothing")
     run.set_defaults(handler=_cmd_run)
 
@@ -122,6 +122,15 @@ def _parse_seeds(value: str | None) -> tuple[int, ...] | None:
         raise ValueError(f"--seeds {value!r}: give a positive count (3) or a list of integers (0,1,2)") from None
 
 
+def _default_jobs() -> int:
+    """Tiny CPU models train best one thread per process; a GPU is best left to one process."""
+    import os
+
+    import torch
+
+    return 1 if torch.cuda.is_available() else max(1, min(4, os.cpu_count() or 1))
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.pipeline import RunOptions, run
     from bench.suites import get_suite
@@ -139,7 +148,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         data_dir=_data_dir(args),
         storage=args.storage,
         tracking_uri=args.tracking_uri,
-        jobs=args.jobs,
+        jobs=args.jobs if args.jobs is not None else _default_jobs(),
         dry_run=args.dry_run,
     )
     return run(suite, options)

@@ -77,7 +77,7 @@ def test_real_loader_reads_mvtec_layout(tmp_path: Path) -> None:
     seen = 0
     for split in ("val", "test"):
         (batch,) = list(getattr(dm, f"{split}_dataloader")())
-        for i, image_path in enumerate(dm.splits[split].inner.samples.image_path):
+        for i, image_path in enumerate(dm.datasets[split].inner.samples.image_path):
             want = masks[Path(image_path).stem] if "/cut/" in image_path else np.zeros((16, 16))
             assert torch.equal(batch["mask"][i], torch.from_numpy(want > 0))
             seen += "/cut/" in image_path

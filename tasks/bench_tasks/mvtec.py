@@ -33,12 +33,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from bench_variants.base import VariantSpec
 
 from .backbones import Encoder, EncoderConfig
 from .base import DataError, DataSource, OptimConfig, Scale, Task, TaskConfig
+from .datamodule import SplitDataModule
 from .module import Sums, TaskModule, loss_sums
 from .textures import FOLDER, MANIFEST, TEXTURES, build_textures
 
@@ -166,13 +167,12 @@ def collate(items: list[Any]) -> dict[str, Tensor]:
     return out
 
 
-class MVTecDataModule(L.LightningDataModule):
+class MVTecDataModule(SplitDataModule):
     """anomalib's `MVTecAD` over `root/category`: train = `train/good`, val and test = halves of `test/`."""
 
     def __init__(self, root: Path, config: MVTecConfig, seed: int, source: DataSource, data_dir: Path) -> None:
-        super().__init__()
-        self.root, self.config, self.seed, self.source, self.data_dir = root, config, seed, source, data_dir
-        self.splits: dict[str, NamedErrors] = {}
+        super().__init__(config.batch_size, seed, collate_fn=collate)
+        self.root, self.config, self.source, self.data_dir = root, config, source, data_dir
 
     @property
     def category_dir(self) -> Path:
@@ -192,9 +192,7 @@ class MVTecDataModule(L.LightningDataModule):
 
             MVTecAD(root=self.root, category=self.config.category).prepare_data()
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
+    def build(self) -> dict[str, Dataset]:
         from anomalib.data import MVTecAD
         from torchvision.transforms.v2 import Resize
 
@@ -211,23 +209,7 @@ class MVTecDataModule(L.LightningDataModule):
         )
         anomalib_dm.setup()
         fix = f"delete {self.root} and run prepare again" if self.source.kind == "proxy" else "re-extract MVTec AD"
-        for split in ("train", "val", "test"):
-            self.splits[split] = NamedErrors(getattr(anomalib_dm, f"{split}_data"), fix)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
-            self.splits[split], self.config.batch_size, shuffle=shuffle, generator=generator, collate_fn=collate
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return {split: NamedErrors(getattr(anomalib_dm, f"{split}_data"), fix) for split in ("train", "val", "test")}
 
 
 # --------------------------------------------------------------------------------------------- model

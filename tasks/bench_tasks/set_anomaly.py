@@ -24,12 +24,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from bench_variants.base import VariantSpec
 
 from .backbones import Encoder, EncoderConfig
 from .base import DataError, DataSource, OptimConfig, Scale, Task, TaskConfig
+from .datamodule import SplitDataModule, split_seed
 from .mnist import FASHION_MNIST, MNIST, IdxImageTask
 from .module import Sums, TaskModule, accuracy_sums, loss_sums
 from .vision import ImageSplits
@@ -116,40 +117,25 @@ class SetDataset(Dataset[tuple[Tensor, Tensor]]):
         return (x_TCHW - self.mean) / self.std, self.odd_N[i]
 
 
-class SetAnomalyDataModule(L.LightningDataModule):
-    def __init__(self, source: IdxImageTask, data_dir: Path, config: SetAnomalyConfig, seed: int) -> None:
-        super().__init__()
-        self.source, self.data_dir, self.config, self.seed = source, data_dir, config, seed
-        self.datasets: dict[str, SetDataset] = {}
+class SetAnomalyDataModule(SplitDataModule):
+    def __init__(self, images: IdxImageTask, data_dir: Path, config: SetAnomalyConfig, seed: int) -> None:
+        super().__init__(config.batch_size, seed)
+        self.images, self.data_dir, self.config = images, data_dir, config
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
-        splits: ImageSplits = self.source.splits(self.data_dir)
+    def build(self) -> dict[str, Dataset]:
+        splits: ImageSplits = self.images.splits(self.data_dir)
         pixels = splits.train[0].float() / 255
         mean = pixels.mean(dim=(0, 2, 3)).view(-1, 1, 1)
         std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-3).view(-1, 1, 1)
         cfg = self.config
         sizes = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
-        for offset, (split, n) in enumerate(sizes.items()):
+        out: dict[str, Dataset] = {}
+        for split, n in sizes.items():
             images_NCHW, labels_N = getattr(splits, split)
-            # val/test do not depend on the run seed: every seed is scored on the same sets
-            split_seed = self.seed * 3 + offset if split == "train" else 10_000 + offset
-            members_NT, odd_N = odd_one_out_sets(labels_N, n, cfg.set_size, torch.Generator().manual_seed(split_seed))
-            self.datasets[split] = SetDataset(images_NCHW, members_NT, odd_N, mean, std)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.datasets[split], batch_size=self.config.batch_size, shuffle=shuffle, generator=generator)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+            generator = torch.Generator().manual_seed(split_seed(self.seed, split))
+            members_NT, odd_N = odd_one_out_sets(labels_N, n, cfg.set_size, generator)
+            out[split] = SetDataset(images_NCHW, members_NT, odd_N, mean, std)
+        return out
 
 
 class ImageEmbedder(nn.Module):

@@ -20,12 +20,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from bench_variants.base import VariantSpec
 
 from .backbones import Encoder, EncoderConfig
 from .base import DataSource, OptimConfig, Scale, Task, TaskConfig
+from .datamodule import SplitDataModule, split_seed
 from .module import Sums, TaskModule, accuracy_sums, loss_sums
 
 IGNORE = -100
@@ -87,38 +88,21 @@ def mqar_examples(n: int, seq_len: int, vocab: int, generator: torch.Generator) 
     return x_NT, y_NT
 
 
-class SyntheticDataModule(L.LightningDataModule):
+class SyntheticDataModule(SplitDataModule):
     """Train/val/test splits generated from disjoint seeds."""
 
     def __init__(
         self, make: Callable[[int, torch.Generator], tuple[Tensor, Tensor]], config: SyntheticConfig, seed: int
-    ):
-        super().__init__()
-        self.make, self.config, self.seed = make, config, seed
-        self.splits: dict[str, TensorDataset] = {}
+    ) -> None:
+        super().__init__(config.batch_size, seed)
+        self.make, self.config = make, config
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
+    def build(self) -> dict[str, Dataset]:
         sizes = {"train": self.config.n_train, "val": self.config.n_val, "test": self.config.n_test}
-        for offset, (split, n) in enumerate(sizes.items()):
-            # val/test do not depend on the run seed: every seed is scored on the same examples
-            split_seed = self.seed * 3 + offset if split == "train" else 10_000 + offset
-            generator = torch.Generator().manual_seed(split_seed)
-            self.splits[split] = TensorDataset(*self.make(n, generator))
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.splits[split], batch_size=self.config.batch_size, shuffle=shuffle, generator=generator)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return {
+            split: TensorDataset(*self.make(n, torch.Generator().manual_seed(split_seed(self.seed, split))))
+            for split, n in sizes.items()
+        }
 
 
 class SequenceTagger(nn.Module):

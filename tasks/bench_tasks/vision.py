@@ -16,12 +16,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from bench_variants.base import VariantSpec
 
 from .backbones.vit import vit
 from .base import OptimConfig, Task, TaskConfig
+from .datamodule import SplitDataModule
 from .module import Sums, TaskModule, accuracy_sums, loss_sums
 
 
@@ -43,15 +44,12 @@ class ImageSplits:
     test: tuple[Tensor, Tensor]
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(SplitDataModule):
     def __init__(self, load: Callable[[], ImageSplits], config: VisionConfig, seed: int) -> None:
-        super().__init__()
-        self.load, self.config, self.seed = load, config, seed
-        self.datasets: dict[str, TensorDataset] = {}
+        super().__init__(config.batch_size, seed)
+        self.load, self.config = load, config
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
+    def build(self) -> dict[str, Dataset]:
         splits: ImageSplits = self.load()
         images, labels = splits.train
         if self.config.max_train and len(images) > self.config.max_train:
@@ -61,28 +59,17 @@ class ImageDataModule(L.LightningDataModule):
         pixels = images.float() / 255
         mean = pixels.mean(dim=(0, 2, 3), keepdim=True)[0]
         std = pixels.std(dim=(0, 2, 3), keepdim=True)[0].clamp_min(1e-3)
+        out: dict[str, Dataset] = {}
         for name, (x, y) in {"train": (images, labels), "val": splits.val, "test": splits.test}.items():
             x = self._resize(x.float() / 255)
-            self.datasets[name] = TensorDataset((x - mean) / std, y.long())
+            out[name] = TensorDataset((x - mean) / std, y.long())
+        return out
 
     def _resize(self, x_NCHW: Tensor) -> Tensor:
         size = self.config.img_size
         if x_NCHW.shape[-1] == size and x_NCHW.shape[-2] == size:
             return x_NCHW
         return F.interpolate(x_NCHW, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.datasets[split], batch_size=self.config.batch_size, shuffle=shuffle, generator=generator)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
 
 
 class ImageClassifier(TaskModule):

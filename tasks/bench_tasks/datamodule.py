@@ -1,0 +1,60 @@
+"""`SplitDataModule`: the one DataModule shape every task uses.
+
+A task builds its train/val/test datasets once (`build`); the loaders shuffle only the train split,
+with the run's seed, so a seed fixes the data order and every variant of a task sees the same one.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+SPLITS = ("train", "val", "test")
+
+
+def split_seed(run_seed: int, split: str) -> int:
+    """Seed for generating a split: train follows the run seed; val and test never do, so every
+    seed (and every variant) is scored on the same examples."""
+    offset = SPLITS.index(split)
+    return run_seed * len(SPLITS) + offset if split == "train" else 10_000 + offset
+
+
+class SplitDataModule(L.LightningDataModule, abc.ABC):
+    """Datasets per split, built on first `setup`; seeded loaders over them."""
+
+    def __init__(self, batch_size: int, seed: int, collate_fn: Callable[[list[Any]], Any] | None = None) -> None:
+        super().__init__()
+        self.batch_size, self.seed, self.collate_fn = batch_size, seed, collate_fn
+        self.datasets: dict[str, Dataset] = {}
+
+    @abc.abstractmethod
+    def build(self) -> dict[str, Dataset]:
+        """The datasets of "train", "val" and "test"."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.datasets:
+            self.datasets = self.build()
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            collate_fn=self.collate_fn,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,205 @@
+"""Causal language modelling (the study's section 3): a GPT-2-style decoder around any variant.
+
+Each split is one document: end-of-text, then the split's tokens, cut into disjoint windows of
+`context` inputs. Window i reads tokens [iC, iC + C) of that stream and predicts the next token at
+every position, so every token of the text is predicted exactly once; the last, short window is
+padded with end-of-text and its padding is masked out of the loss (the study's code scored padding).
+
+Metrics: `loss` (mean token NLL in nats), `perplexity` = exp(loss) and `bits_per_byte` = total NLL
+in bits / UTF-8 bytes of the scored text. `unigram_perplexity` gives the baseline a model must beat.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset, TensorDataset
+
+from bench_variants.base import VariantSpec
+
+from .backbones.gpt import GPT, GPTConfig, lm_loss
+from .base import DataSource, OptimConfig, Scale, Task, TaskConfig
+from .datamodule import SplitDataModule
+from .module import Sums, TaskModule
+from .text import SPLITS, Tokenizer, make_tokenizer, prepare_corpus, read_split
+
+DEFAULT_CORPUS = "kjv"
+
+
+@dataclass(frozen=True)
+class LMConfig(TaskConfig):
+    context: int = 128
+    corpus: str = DEFAULT_CORPUS  # "kjv", "wiki" (offline) or "wikitext-2" (needs BENCH_DOWNLOAD=1)
+    tokenizer: str = "bytes"  # "bytes" or "gpt2"
+    vocab_multiple: int = 1  # embedding rows rounded up to this (the study: 50,257 -> 50,304 with 64)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_tokenizer(name: str) -> Tokenizer:
+    """`make_tokenizer(name)`, built once per process (GPT-2's BPE takes about a second)."""
+    return make_tokenizer(name)
+
+
+def make_windows(ids: list[int], eot_id: int, context: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Disjoint windows over `[eot] + ids`: inputs (N, C), next-token targets (N, C), padding (N, C).
+
+    Every id is a target exactly once; `pad_NC` is True where the target is padding.
+    """
+    n_targets = len(ids)
+    n_windows = max(1, math.ceil(n_targets / context))
+    stream_S = torch.full((n_windows * context + 1,), eot_id, dtype=torch.long)
+    stream_S[1 : n_targets + 1] = torch.tensor(ids, dtype=torch.long)
+    x_NC = stream_S[:-1].view(n_windows, context)
+    y_NC = stream_S[1:].view(n_windows, context)
+    pad_NC = (torch.arange(n_windows * context) >= n_targets).view(n_windows, context)
+    return x_NC, y_NC, pad_NC
+
+
+class LMDataModule(SplitDataModule):
+    """Windows of the cached train/val/test text; train windows shuffled per seed."""
+
+    def __init__(self, data_dir: Path, config: LMConfig, seed: int) -> None:
+        super().__init__(config.batch_size, seed)
+        self.data_dir, self.config = Path(data_dir), config
+        self.source: DataSource = prepare_corpus(self.data_dir, config.corpus)
+
+    def build(self) -> dict[str, Dataset]:
+        tok = cached_tokenizer(self.config.tokenizer)
+        out: dict[str, Dataset] = {}
+        for split in SPLITS:
+            ids = tok.encode(read_split(self.data_dir, self.config.corpus, split))
+            out[split] = TensorDataset(*make_windows(ids, tok.eot_id, self.config.context))
+        return out
+
+
+def window_sums(net: nn.Module, token_bytes_V: Tensor, batch: list[Tensor]) -> tuple[Tensor, Sums]:
+    """Mean NLL over non-padding targets, and sums of NLL and of target bytes with the target count."""
+    x_BT, y_BT, pad_BT = batch
+    # Padding is only ever on the right, so the causal mask already hides it from every real
+    # query; the model needs no key-padding mask (variants without one run too). The loss masks it.
+    logits_BTV = net(x_BT)
+    loss = lm_loss(logits_BTV.float(), y_BT, pad_BT)
+    count = int((~pad_BT).sum())
+    target_bytes = token_bytes_V[y_BT].masked_fill(pad_BT, 0).sum()
+    return loss, {"loss": (loss.detach() * count, count), "bytes_per_token": (target_bytes.float(), count)}
+
+
+def finalize_lm(means: dict[str, float]) -> dict[str, float]:
+    """Perplexity and bits per byte from the mean NLL (nats) and the mean bytes per target token."""
+    if "loss" not in means:
+        return {}
+    out = {"perplexity": math.exp(min(means["loss"], 700.0))}
+    if means.get("bytes_per_token"):
+        out["bits_per_byte"] = means["loss"] / math.log(2) / means["bytes_per_token"]
+    return out
+
+
+class LMModule(TaskModule):
+    """A GPT scored by next-token NLL over non-padding targets."""
+
+    token_bytes_V: Tensor  # (vocab,) UTF-8 bytes of each id, a buffer so it follows the device
+
+    def __init__(self, net: GPT, optim: OptimConfig, token_bytes: list[int]) -> None:
+        super().__init__(net, optim)
+        rows = net.config.vocab_size - len(token_bytes)
+        self.register_buffer("token_bytes_V", torch.tensor([*token_bytes, *[0] * rows]), persistent=False)
+
+    def evaluate(self, batch: list[Tensor]) -> tuple[Tensor, Sums]:
+        return window_sums(self.net, self.token_bytes_V, batch)
+
+    def finalize(self, means: dict[str, float]) -> dict[str, float]:
+        return finalize_lm(means)
+
+
+@torch.no_grad()
+def text_logprob(net: GPT, tok: Tokenizer, text: str, batch_size: int = 32) -> float:
+    """Total log-probability (nats) of `text` as one document, with the task's windows."""
+    x_NC, y_NC, pad_NC = make_windows(tok.encode(text), tok.eot_id, net.config.context)
+    device = next(net.parameters()).device
+    total = 0.0
+    for start in range(0, len(x_NC), batch_size):
+        x_BC, y_BC, pad_BC = (t[start : start + batch_size].to(device) for t in (x_NC, y_NC, pad_NC))
+        logp_BCV = net(x_BC).double().log_softmax(-1)  # float64: sums over long texts stay exact
+        logp_BC = logp_BCV.gather(-1, y_BC[..., None])[..., 0]
+        total += float(logp_BC.masked_fill(pad_BC, 0.0).double().sum())
+    return total
+
+
+def unigram_perplexity(data_dir: Path, config: LMConfig, split: str = "val") -> float:
+    """Perplexity of add-one-smoothed unigram frequencies counted on train, on `split`."""
+    tok = cached_tokenizer(config.tokenizer)
+    counts = Counter(tok.encode(read_split(data_dir, config.corpus, "train")))
+    total = sum(counts.values()) + tok.vocab_size
+    ids = tok.encode(read_split(data_dir, config.corpus, split))
+    nll = -sum(math.log((counts[i] + 1) / total) for i in ids)
+    return math.exp(nll / max(1, len(ids)))
+
+
+_SCALES: dict[Scale, LMConfig] = {
+    # budgets cap the batches of the one epoch (not max_steps), so the epoch ends and validation runs
+    "smoke": LMConfig(d_model=32, n_layers=1, n_heads=2, batch_size=16, context=32, limit_train_batches=8),
+    "default": LMConfig(d_model=64, n_layers=2, n_heads=8, batch_size=16, context=128, limit_train_batches=100),
+    # the study's 300M model (GPTConfig.study_300m); its 1,152 sequences per step need accumulation
+    "paper": LMConfig(
+        d_model=1024,
+        n_layers=20,
+        n_heads=16,
+        batch_size=16,
+        context=2048,
+        tokenizer="gpt2",
+        vocab_multiple=64,
+        limit_train_batches=4_238,  # 10B tokens / 2,359,296 tokens per step
+    ),
+}
+
+
+class LMTask(Task):
+    """Causal LM on real text (default: the King James Bible, bytes), perplexity lower is better."""
+
+    id = "lm"
+    version = "1"
+    family = "lm"
+    metric = "perplexity"
+    higher_is_better = False
+    causal = True
+    description = "causal language modelling, perplexity with padding masked (the study's section 3)"
+
+    def config(self, scale: Scale) -> TaskConfig:
+        return _SCALES[scale]
+
+    def prepare(self, data_dir: Path) -> DataSource:
+        """The default corpus' splits; a config naming another corpus prepares it in `datamodule`."""
+        return prepare_corpus(Path(data_dir), DEFAULT_CORPUS)
+
+    def _config(self, config: TaskConfig) -> LMConfig:
+        if not isinstance(config, LMConfig):
+            raise TypeError(f"task {self.id!r} needs an LMConfig, got {type(config).__name__}")
+        return config
+
+    def datamodule(self, data_dir: Path, config: TaskConfig, seed: int) -> L.LightningDataModule:
+        return LMDataModule(data_dir, self._config(config), seed)
+
+    def gpt_config(self, config: TaskConfig) -> GPTConfig:
+        """The backbone's size at `config`: the tokenizer's vocabulary rounded up to `vocab_multiple`."""
+        cfg = self._config(config)
+        vocab = cached_tokenizer(cfg.tokenizer).vocab_size
+        vocab = -(-vocab // cfg.vocab_multiple) * cfg.vocab_multiple
+        return GPTConfig(vocab, cfg.context, cfg.n_layers, cfg.d_model, cfg.n_heads)
+
+    def build_model(self, variant: VariantSpec, config: TaskConfig, optim: OptimConfig) -> TaskModule:
+        cfg = self._config(config)
+        net = GPT(self.gpt_config(cfg), variant)
+        return LMModule(net, optim, cached_tokenizer(cfg.tokenizer).token_bytes())
+
+    def context_length(self, config: TaskConfig) -> int:
+        return self._config(config).context
+
+
+LM = LMTask()
