@@ -78,7 +78,7 @@ def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, fl
 
     task = cell.task
     space = search_space(task)
-    study = open_study(cell.id, ctx.storage, task.higher_is_better)
+    study = open_study(cell.id, ctx.storage, task.higher_is_better, sampler_key=f"{task.id}:{cell.suite.scale}")
     metric = task.metric
 
     def objective(trial: Any, params: dict[str, float]) -> float:
@@ -98,7 +98,7 @@ def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, fl
 
     best = tune(study, cell.suite.trials, space, objective, on_trial_end=ctx.progress.end_fit)
     info = {
-        "sampler": "TPE (seeded per cell)",
+        "sampler": "TPE, seeded per task (same candidates for every variant); trial 0 = defaults",
         "pruner": "median",
         "trials_budget": cell.suite.trials,
         "trials_finished": finished_trials(study),

@@ -1,7 +1,7 @@
 """Expand a suite into cells (task x variant), each with a stable id and a status.
 
 A cell's id hashes everything that changes its result: task id and version, variant id, version and
-fields, the task config, the search space and the schema version. Seeds and the trial budget are
+fields, the task config, the search space, the tuning defaults and the schema version. Seeds and the trial budget are
 not in it: adding a seed or trials extends a cell instead of discarding it.
 """
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.store import SCHEMA_VERSION, ResultStore
 from bench.suites import BUILTIN, Suite
-from bench.tuning import search_space
+from bench.tuning import DEFAULT_PARAMS, SAMPLER_VERSION, search_space
 
 if TYPE_CHECKING:
     from bench.registry import Registry
@@ -47,6 +47,7 @@ def cell_id(task: Task, variant: VariantSpec, config: TaskConfig) -> str:
         "variant": [variant.id, variant.version, variant.describe()],
         "config": [type(config).__name__, config.as_dict()],
         "search_space": search_space(task),
+        "tuning": [DEFAULT_PARAMS, SAMPLER_VERSION],
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

@@ -15,10 +15,14 @@ if TYPE_CHECKING:
 
 #: name -> (kind, low, high); shared by every task, which may add its own through `Task.search_space`
 SHARED_SPACE: dict[str, tuple[str, float, float]] = {
-    "lr": ("log", 1e-4, 1e-2),
+    "lr": ("log", 3e-4, 1e-2),
     "weight_decay": ("log", 1e-5, 1e-1),
     "warmup_frac": ("float", 0.0, 0.2),
 }
+#: bump when the sampling scheme changes (it is part of every cell id)
+SAMPLER_VERSION = "tpe-task-seeded-1"
+#: the first trial of every study: settings that train every built-in task reasonably
+DEFAULT_PARAMS: dict[str, float] = {"lr": 3e-3, "weight_decay": 1e-4, "warmup_frac": 0.05}
 
 
 def search_space(task: Task) -> dict[str, tuple[str, float, float]]:
@@ -48,8 +52,13 @@ def optim_config(params: dict[str, Any]) -> OptimConfig:
     return OptimConfig(**fields)  # type: ignore[arg-type]
 
 
-def open_study(cell_id: str, storage: str, higher_is_better: bool) -> optuna.Study:
-    """The cell's study, created or resumed; trials left RUNNING by a killed run are marked failed."""
+def open_study(cell_id: str, storage: str, higher_is_better: bool, sampler_key: str = "") -> optuna.Study:
+    """The cell's study, created or resumed; trials left RUNNING by a killed run are marked failed.
+
+    The first trial is `DEFAULT_PARAMS`; the sampler is seeded by `sampler_key` (the task and scale),
+    not by the cell, so every variant of a task is offered the same candidates in the same order:
+    with a small budget, a variant cannot win or lose by a lucky draw of its learning rate.
+    """
     import optuna
     from optuna.trial import TrialState
 
@@ -63,9 +72,12 @@ def open_study(cell_id: str, storage: str, higher_is_better: bool) -> optuna.Stu
     )
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
-    # seeded per cell and per resume point: deterministic, yet a resumed study does not replay trial 0
     done = len(study.get_trials(deepcopy=False))
-    seed = int(hashlib.sha256(f"{cell_id}:{done}".encode()).hexdigest()[:8], 16)
+    if done == 0:
+        study.enqueue_trial(DEFAULT_PARAMS, skip_if_exists=True)
+    # seeded per task and resume point: deterministic, shared by the task's variants, and a resumed
+    # study does not replay its first draws
+    seed = int(hashlib.sha256(f"{sampler_key or cell_id}:{done}".encode()).hexdigest()[:8], 16)
     study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
     return study
 

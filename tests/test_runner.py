@@ -218,3 +218,27 @@ def test_kill_9_then_resume_redoes_nothing_finished(tmp_path: Path) -> None:
         # at most the trial in flight was lost (marked failed) and replaced
         assert trials_after[study] <= max(n, 2) + 1
     assert all(r["tuning"]["trials_finished"] == 2 for r in after.values())
+
+
+def test_study_resumes_marks_the_killed_trial_failed_and_fills_the_budget(tmp_path: Path) -> None:
+    from optuna.trial import TrialState
+
+    from bench.tuning import SHARED_SPACE, finished_trials, open_study, tune
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    calls: list[dict[str, float]] = []
+
+    def objective(trial: object, params: dict[str, float]) -> float:
+        calls.append(params)
+        return -abs(params["lr"] - 1e-3)
+
+    study = open_study("abc123", storage, higher_is_better=True)
+    tune(study, 2, SHARED_SPACE, objective)
+    study.ask()  # a trial in flight when the process is killed
+    resumed = open_study("abc123", storage, higher_is_better=True)
+    states = [t.state for t in resumed.get_trials()]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
+    best = tune(resumed, 3, SHARED_SPACE, objective)
+    assert finished_trials(resumed) == 3 and len(calls) == 3  # only the missing trial ran
+    assert set(best) == set(SHARED_SPACE)
+    assert calls[2] != calls[0]  # the resumed sampler does not replay the first trial
