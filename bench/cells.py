@@ -212,5 +212,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         ctx.tracker.log_artifact(parent, path)
         if record["status"] == "ok":
             ctx.tracker.log_metrics(parent, {f"test/{record['summary']['metric']}": record["summary"]["mean"]})
+            source = record["data_source"]
+            ctx.tracker.set_tags(parent, {"data_source": source["name"], "data_kind": source["kind"]})
         ctx.tracker.finish(parent, "FINISHED" if record["status"] == "ok" else "FAILED")
     return record

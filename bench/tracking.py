@@ -66,6 +66,10 @@ class Tracker:
         for key, value in metrics.items():
             self.client.log_metric(run_id, key, float(value))
 
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, value)
+
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 

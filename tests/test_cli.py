@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +57,20 @@ def test_bad_input_is_a_clear_error(argv: list[str], message: str, capsys: pytes
     assert main(argv) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert message in err
+
+
+def test_data_prepare_records_sources_that_list_tasks_shows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(tmp_path / "data")
+    assert main(["list", "tasks", "--data-dir", data]) == 0
+    before = capsys.readouterr().out
+    for task, metric in [("reverse", "accuracy"), ("lm", "perplexity"), ("mvtec", "image_auroc")]:
+        line = next(row for row in before.splitlines() if f" {task} " in row)
+        assert metric in line and "not prepared" in line
+    assert "lower is better" in next(row for row in before.splitlines() if " lm " in row)
+    assert main(["data", "prepare", "--tasks", "reverse,mqar", "--data-dir", data]) == 0
+    capsys.readouterr()
+    assert main(["list", "tasks", "--data-dir", data]) == 0
+    after = capsys.readouterr().out
+    assert "REVERSE digit sequences" in after and "MQAR key-value sequences" in after
+    assert main(["data", "prepare", "--tasks", "reverze", "--data-dir", data]) == 2
+    assert "did you mean 'reverse'" in " ".join(capsys.readouterr().err.split())

@@ -150,6 +150,7 @@ def test_mlflow_holds_a_parent_run_per_cell_with_nested_runs(smoke_run: Path) ->
         assert names == ["seed-0", "seed-1", "trial-0", "trial-1"]
         assert any(key.startswith("val/") for c in children for key in c.data.metrics)
         assert parent.data.tags["cell_id"] and parent.info.status == "FINISHED"
+        assert parent.data.tags["data_kind"] == "synthetic" and parent.data.tags["suite"] == "smoke"
 
 
 def test_mlflow_ui_serves_the_runs_over_rest(smoke_run: Path) -> None:
