@@ -64,17 +64,18 @@ def run(suite: Suite, options: RunOptions) -> int:
     prepared = prepare_tasks(needed, options.data_dir) if needed else []
     failed_data = {o.task: o.error for o in prepared if o.error}
     timings: dict[str, float] = {"data_seconds": time.perf_counter() - started}
-    ctx = _context(
-        options if todo else RunOptions(**{**options.__dict__, "tracking_uri": "none"}), store, console, len(todo)
-    )
-    with ctx.progress:
-        for cell in todo:
-            ctx.progress.start_cell(cell.label, suite.trials + len(suite.seeds))
-            if cell.task.id in failed_data:
-                _record_data_failure(store, cell, failed_data[cell.task.id])
-            else:
+    for cell in [c for c in todo if c.task.id in failed_data]:
+        _record_data_failure(store, cell, failed_data[cell.task.id])
+    todo = [c for c in todo if c.task.id not in failed_data]
+    if options.jobs > 1 and len(todo) > 1:
+        _run_parallel(todo, suite, options, console)
+    elif todo:
+        ctx = _context(options, store, console, len(todo))
+        with ctx.progress:
+            for cell in todo:
+                ctx.progress.start_cell(cell.label, suite.trials + len(suite.seeds))
                 run_cell(cell, ctx)
-            ctx.progress.end_cell()
+                ctx.progress.end_cell()
     timings["cells_seconds"] = time.perf_counter() - started - timings["data_seconds"]
     results = report_run.compare_with_baseline(store, cells, suite.baseline)
     report_run.summary_table(console, cells, results, timings)
@@ -99,6 +100,7 @@ def _run_parallel(todo: list[matrix.Cell], suite: Suite, options: RunOptions, co
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     threads = max(1, (os.cpu_count() or 1) // options.jobs)
+    _context(options, ResultStore(options.results), console, 0)  # create the MLflow store once, not racing
     context = multiprocessing.get_context("spawn")
     with RunProgress(console, len(todo)) as progress, ProcessPoolExecutor(options.jobs, mp_context=context) as pool:
         futures = {pool.submit(_run_one, suite, options, c.task.id, c.variant.id, threads): c for c in todo}
