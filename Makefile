@@ -9,7 +9,7 @@ CONSTRAINTS := requirements/constraints.txt
 # Debian packages: real Fashion-MNIST for the offline default, Chromium for the leaderboard's browser test
 APT_PACKAGES := dataset-fashion-mnist chromium chromium-driver
 
-.PHONY: setup system-deps data run test lint typecheck pytest bench-speed leaderboard clean
+.PHONY: setup system-deps data run test lint typecheck pytest perf bench-speed leaderboard clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,8 +51,12 @@ pytest: setup
 
 test: lint typecheck pytest
 
+# the harness's own speed: overhead vs a bare loop, hardware use, attention, decoding (results/perf/)
+perf: setup
+	$(BIN)/bench perf
+
 bench-speed: setup
-	$(BIN)/python benchmarks/attention_speed.py
+	$(BIN)/bench perf --only attention
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -12,15 +12,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import baselines
 from bench.costs import measure_decoding
 from bench.matrix import Cell
 from bench.progress import RunProgress
 from bench.provenance import now, provenance
+from bench.registry import variants as variant_registry
 from bench.stats import summarize
 from bench.store import ResultStore
 from bench.tracking import Tracker
 from bench.train import FitResult, fit
-from bench.tuning import finished_trials, open_study, optim_config, search_space, tune
+from bench.tuning import TUNING_SEED, default_params, finished_trials, open_study, optim_config, search_space, tune
 
 MEASURE_LIMIT = 1 << 24  # context x width x layers beyond which decoding on the CPU is too slow to measure
 
@@ -63,8 +65,9 @@ def _fit(cell: Cell, ctx: RunContext, params: dict[str, float], seed: int, run_i
     logger = ctx.tracker.logger(run_id) if ctx.tracker and run_id else False
     callbacks = [ctx.progress.callback(), *kw.pop("callbacks", [])]
     optim = optim_config(params)
+    reference = variant_registry().get(cell.suite.baseline)  # shared initial values (paired seeds)
     return fit(cell.task, cell.variant, cell.config, optim, seed=seed, data_dir=ctx.data_dir, logger=logger,
-               callbacks=callbacks, **kw)  # fmt: skip
+               callbacks=callbacks, init_reference=reference, **kw)  # fmt: skip
 
 
 def _child(ctx: RunContext, parent: str | None, cell: Cell, name: str, params: dict[str, Any]) -> str | None:
@@ -78,7 +81,10 @@ def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, fl
 
     task = cell.task
     space = search_space(task)
-    study = open_study(cell.id, ctx.storage, task.higher_is_better, sampler_key=f"{task.id}:{cell.suite.scale}")
+    defaults = default_params(task)
+    study = open_study(
+        cell.id, ctx.storage, task.higher_is_better, sampler_key=f"{task.id}:{cell.suite.scale}", defaults=defaults
+    )
     metric = task.metric
 
     def objective(trial: Any, params: dict[str, float]) -> float:
@@ -87,7 +93,7 @@ def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, fl
         pruner = PyTorchLightningPruningCallback(trial, monitor=f"val/{metric}")
         status = "FAILED"
         try:
-            result = _fit(cell, ctx, params, cell.suite.seeds[0], run_id, test=False, callbacks=[pruner])
+            result = _fit(cell, ctx, params, TUNING_SEED, run_id, test=False, callbacks=[pruner])
             status = "FINISHED"
         finally:
             if ctx.tracker and run_id:
@@ -96,19 +102,28 @@ def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, fl
             raise RuntimeError(f"task {task.id!r} logged no val/{metric}; it logged {sorted(result.val)}")
         return result.val[metric]
 
-    best = tune(study, cell.suite.trials, space, objective, on_trial_end=ctx.progress.end_fit)
+    best = tune(study, cell.suite.trials, space, objective, on_trial_end=ctx.progress.end_fit, defaults=defaults)
     info = {
         "sampler": "TPE, seeded per task (same candidates for every variant); trial 0 = defaults",
+        "seed": TUNING_SEED,
         "pruner": "median",
         "trials_budget": cell.suite.trials,
         "trials_finished": finished_trials(study),
         "search_space": {k: list(v) for k, v in space.items()},
         "best_params": best,
-        "best_value": study.best_value if best else None,
+        "best_value": _best_value(study),
+        "defaults": defaults,
         "study": study.study_name,
         "split": "validation",
     }
     return best, info
+
+
+def _best_value(study: Any) -> float | None:
+    try:
+        return float(study.best_value)
+    except ValueError:  # no completed trial: the defaults were used
+        return None
 
 
 def _seed_record(seed: int, params: dict[str, float], result: FitResult) -> dict[str, Any]:
@@ -152,6 +167,12 @@ def cost_figures(cell: Cell, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
         "context_length": context,
         "n_layers": cfg.n_layers,
         "kv_dtype": "float16",
+        "attention": {
+            "n_heads": attn.n_heads,
+            "kv_heads": layout.kv_heads,
+            "head_dim": layout.head_dim,
+            "tensors_per_head": layout.tensors_per_head,
+        },
         "kv_bytes_per_token_per_layer": per_layer,
         "kv_bytes_per_token": per_layer * cfg.n_layers,
         "kv_bytes_at_context": per_layer * cfg.n_layers * context,
@@ -178,6 +199,9 @@ def cost_figures(cell: Cell, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     """Tune, refit, measure and store one cell; a failure is stored as a failed cell, not raised."""
     record = base_record(cell)
+    trivial = baselines.stored(cell.task, cell.config, ctx.store)
+    if trivial is not None:
+        record["baseline"] = trivial
     if cell.na_reason:
         record.update(status="n/a", reason=cell.na_reason)
         ctx.store.write_cell(record)

@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.set_defaults(handler=_cmd_cache)
     _add_data_parser(commands)
     _add_run_parser(commands)
+    _add_perf_parser(commands)
     board = commands.add_parser("leaderboard", help="build the static HTML leaderboard from a results folder")
     board.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
     board.add_argument("--out", type=Path, default=None, help="output folder (default RESULTS/leaderboard)")
@@ -80,6 +81,21 @@ def _add_run_parser(commands: Any) -> None:
     run.add_argument("--jobs", type=int, help="cells run in parallel (default: CPU cores up to 4 on CPU, 1 with CUDA)")
     run.add_argument("--dry-run", action="store_true", help="print the matrix with each cell's status, run nothing")
     run.set_defaults(handler=_cmd_run)
+
+
+def _add_perf_parser(commands: Any) -> None:
+    from bench.perf import KINDS
+
+    perf = commands.add_parser(
+        "perf", help="measure the harness itself: overhead vs a bare loop, hardware use, attention, decoding"
+    )
+    perf.add_argument("--quick", action="store_true", help="tiny sizes, 2-3 rounds: a check in under a minute")
+    perf.add_argument("--only", help=f"comma-separated measurements among {','.join(KINDS)} (default: all)")
+    perf.add_argument("--repeats", type=int, help="rounds of every measurement (default: each its own, 3 to 15)")
+    perf.add_argument("--out", type=Path, default=Path("results/perf"), help="results folder (default results/perf)")
+    perf.add_argument("--threads", type=int, help="torch threads (default: $BENCH_THREADS, else all cores)")
+    perf.add_argument("--data-dir", type=Path, default=None, help="data cache (default: $BENCH_DATA_DIR or ~/.cache)")
+    perf.set_defaults(handler=_cmd_perf)
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -152,6 +168,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
     )
     return run(suite, options)
+
+
+def _cmd_perf(args: argparse.Namespace) -> int:
+    from bench.perf.run import PerfOptions, parse_kinds, run_perf
+
+    options = PerfOptions(parse_kinds(args.only), args.quick, args.repeats, args.out, _data_dir(args), args.threads)
+    return run_perf(options)
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.store import SCHEMA_VERSION, ResultStore
 from bench.suites import BUILTIN, Suite
-from bench.tuning import DEFAULT_PARAMS, SAMPLER_VERSION, search_space
+from bench.tuning import SAMPLER_VERSION, TUNING_SEED, default_params, search_space
 
 if TYPE_CHECKING:
     from bench.registry import Registry
@@ -47,7 +47,7 @@ def cell_id(task: Task, variant: VariantSpec, config: TaskConfig) -> str:
         "variant": [variant.id, variant.version, variant.describe()],
         "config": [type(config).__name__, config.as_dict()],
         "search_space": search_space(task),
-        "tuning": [DEFAULT_PARAMS, SAMPLER_VERSION],
+        "tuning": [default_params(task), SAMPLER_VERSION, TUNING_SEED],
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
@@ -78,14 +78,31 @@ def resolve_variants(suite: Suite, registry: Registry[Any]) -> list[VariantSpec]
 
 
 def expand(suite: Suite, tasks: list[Task], variants: list[VariantSpec]) -> list[Cell]:
-    """Every task x variant cell; cells the variant cannot run are kept, marked n/a with the reason."""
+    """Every task x variant cell; cells the variant cannot run are kept, marked n/a with the reason.
+
+    A variant that computes exactly what an earlier one computes at the task's config (GQA with as
+    many KV heads as query heads is QKV) is n/a too: it would repeat that cell bit for bit.
+    """
     cells = []
     for task in tasks:
         config = task_config(task, suite)
+        seen: dict[tuple[object, ...], VariantSpec] = {}
         for variant in variants:
-            reason = task.check(variant, config)
+            reason = task.check(variant, config) or _duplicate_of(variant, config, seen)
             cells.append(Cell(task, variant, config, suite, cell_id(task, variant, config), reason))
     return cells
+
+
+def _duplicate_of(variant: VariantSpec, config: TaskConfig, seen: dict[tuple[object, ...], VariantSpec]) -> str | None:
+    key = variant.mechanism(config.attention)
+    if key is None:
+        return None
+    if key in seen:
+        other = seen[key]
+        where = variant.coincidence(config.attention)
+        return f"coincides with {other.display_name} ({other.id}) {where}; not run"
+    seen[key] = variant
+    return None
 
 
 def status(cell: Cell, store: ResultStore, trials_done: int) -> str:

@@ -67,6 +67,7 @@ def run(suite: Suite, options: RunOptions) -> int:
     for cell in [c for c in todo if c.task.id in failed_data]:
         _record_data_failure(store, cell, failed_data[cell.task.id])
     todo = [c for c in todo if c.task.id not in failed_data]
+    _baselines(todo, store, options.data_dir, console)
     if options.jobs > 1 and len(todo) > 1:
         _run_parallel(todo, suite, options, console)
     elif todo:
@@ -81,6 +82,15 @@ def run(suite: Suite, options: RunOptions) -> int:
     report_run.summary_table(console, cells, results, timings)
     build_leaderboard(options.results, console)
     return 1 if any(r.get("status") == "failed" for r in results.values()) else 0
+
+
+def _baselines(todo: list[matrix.Cell], store: ResultStore, data_dir: Path, console: Any) -> None:
+    """Each task's trivial baseline, once, before its cells: every cell record carries it."""
+    from bench import baselines
+
+    for task_id, entry in baselines.ensure(todo, store, data_dir).items():
+        if "error" in entry:
+            console.print(f"[yellow]baseline of {task_id}: {entry['error']}; its cells run ungated[/]")
 
 
 def _context(options: RunOptions, store: ResultStore, console: Any, n_cells: int) -> RunContext:

@@ -118,4 +118,18 @@ def summary_table(
             escape(record.get("data_source", {}).get("kind", "")),
         )
     console.print(table)
+    gate_lines(console, cells, results)
     console.print(" ".join(f"{k.replace('_seconds', '')}: {v:.1f}s" for k, v in timings.items()))
+
+
+def gate_lines(console: Console, cells: list[Cell], results: dict[str, dict[str, Any]]) -> None:
+    """Per task: its trivial baseline and whether QKV beat it by the task's margin (else not ranked)."""
+    from bench_leaderboard.model import learn_gate
+
+    for task in list({c.task.id: c.task for c in cells}.values()):
+        records = [results[c.id] for c in cells if c.task.id == task.id and c.id in results]
+        base = next((r for r in records if r["variant"]["id"] == "qkv" and r["status"] == "ok"), None)
+        trivial = next((r["baseline"] for r in records if "value" in r.get("baseline", {})), None)
+        gate = learn_gate(trivial, base["summary"]["mean"] if base else None, task.higher_is_better)
+        colour = "green" if gate["learns"] else "red"
+        console.print(f"{escape(task.id)}: [{colour}]{gate['status']}[/] ({escape(gate['reason'])})")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import lightning as L
+    from torch import nn
 
     from bench_tasks.base import OptimConfig, Task, TaskConfig
     from bench_variants.base import VariantSpec
@@ -65,6 +66,27 @@ def _peak_memory(device: str) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
+def share_initial_values(net: nn.Module, reference: nn.Module) -> int:
+    """Copy into `net` every parameter and buffer that `reference` has under the same name and shape.
+
+    `reference` is the same task's model around the baseline variant, built under the same seed:
+    every variant of a task then starts seed s from the same values for everything it shares with
+    the baseline (embeddings, MLPs, norms, heads, output projections), each drawn by the model's own
+    initialisation, and seed noise cancels in paired differences. Returns the number of tensors copied.
+    """
+    import torch
+
+    theirs = {**dict(reference.named_parameters()), **dict(reference.named_buffers())}
+    copied = 0
+    with torch.no_grad():
+        for name, tensor in [*net.named_parameters(), *net.named_buffers()]:
+            other = theirs.get(name)
+            if other is not None and other.shape == tensor.shape and other.dtype == tensor.dtype:
+                tensor.copy_(other)
+                copied += 1
+    return copied
+
+
 def _stage(metrics: Mapping[str, Any], stage: str) -> dict[str, float]:
     prefix = f"{stage}/"
     return {k[len(prefix) :]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
@@ -95,8 +117,13 @@ def fit(
     logger: Any = False,
     fast_dev_run: bool = False,
     progress: bool = False,
+    init_reference: VariantSpec | None = None,
 ) -> FitResult:
-    """Train `task` around `variant` with `seed`; validate, and test unless `test` is False (tuning)."""
+    """Train `task` around `variant` with `seed`; validate, and test unless `test` is False (tuning).
+
+    With `init_reference` (the suite's baseline variant), the initial values `variant` shares with
+    it by name and shape are the reference's under `seed` (see `share_initial_values`).
+    """
     import lightning as L
     import torch
 
@@ -112,7 +139,14 @@ def fit(
     chosen = getattr(datamodule, "source", None)  # a config may pick among a task's sources
     if isinstance(chosen, DataSource):
         source = chosen
+    torch.manual_seed(seed)  # the model's initial values follow the seed alone
     module = task.build_model(variant, config, optim)
+    if init_reference is not None and init_reference.id != variant.id:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the reference's values under this seed, as its own fit would draw them
+            reference = task.build_model(init_reference, config, optim)
+        share_initial_values(module.net, reference.net)
+        del reference
     meter = _Throughput()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     trainer = L.Trainer(
@@ -121,6 +155,7 @@ def fit(
         max_epochs=config.max_epochs,
         max_steps=config.max_steps,
         limit_train_batches=config.limit_train_batches,
+        limit_val_batches=0 if test else 1.0,  # final fits are scored on test; validation serves tuning only
         gradient_clip_val=optim.grad_clip or None,
         callbacks=[meter.callback(), *(callbacks or [])],
         logger=logger,

@@ -21,8 +21,16 @@ SHARED_SPACE: dict[str, tuple[str, float, float]] = {
 }
 #: bump when the sampling scheme changes (it is part of every cell id)
 SAMPLER_VERSION = "tpe-task-seeded-1"
+#: the seed of every tuning fit (data order and initial values): disjoint from the test seeds, so a
+#: final fit never repeats a tuning fit, and the same for every variant of a task
+TUNING_SEED = 1_000_000
 #: the first trial of every study: settings that train every built-in task reasonably
 DEFAULT_PARAMS: dict[str, float] = {"lr": 3e-3, "weight_decay": 1e-4, "warmup_frac": 0.05}
+
+
+def default_params(task: Task) -> dict[str, float]:
+    """Trial 0 of every study of `task`, and the settings used with no tuning: shared defaults + the task's."""
+    return {**DEFAULT_PARAMS, **task.optim_defaults()}
 
 
 def search_space(task: Task) -> dict[str, tuple[str, float, float]]:
@@ -52,12 +60,15 @@ def optim_config(params: dict[str, Any]) -> OptimConfig:
     return OptimConfig(**fields)  # type: ignore[arg-type]
 
 
-def open_study(cell_id: str, storage: str, higher_is_better: bool, sampler_key: str = "") -> optuna.Study:
+def open_study(
+    cell_id: str, storage: str, higher_is_better: bool, sampler_key: str = "", defaults: dict[str, float] | None = None
+) -> optuna.Study:
     """The cell's study, created or resumed; trials left RUNNING by a killed run are marked failed.
 
-    The first trial is `DEFAULT_PARAMS`; the sampler is seeded by `sampler_key` (the task and scale),
-    not by the cell, so every variant of a task is offered the same candidates in the same order:
-    with a small budget, a variant cannot win or lose by a lucky draw of its learning rate.
+    The first trial is `defaults` (`DEFAULT_PARAMS` when None); the sampler is seeded by
+    `sampler_key` (the task and scale), not by the cell, so every variant of a task is offered the
+    same candidates in the same order: with a small budget, a variant cannot win or lose by a lucky
+    draw of its learning rate.
     """
     import optuna
     from optuna.trial import TrialState
@@ -74,7 +85,7 @@ def open_study(cell_id: str, storage: str, higher_is_better: bool, sampler_key: 
         study.tell(trial.number, state=TrialState.FAIL)
     done = len(study.get_trials(deepcopy=False))
     if done == 0:
-        study.enqueue_trial(DEFAULT_PARAMS, skip_if_exists=True)
+        study.enqueue_trial(defaults or DEFAULT_PARAMS, skip_if_exists=True)
     # seeded per task and resume point: deterministic, shared by the task's variants, and a resumed
     # study does not replay its first draws
     seed = int(hashlib.sha256(f"{sampler_key or cell_id}:{done}".encode()).hexdigest()[:8], 16)
@@ -94,10 +105,11 @@ def tune(
     space: dict[str, tuple[str, float, float]],
     objective: Callable[[optuna.Trial, dict[str, float]], float],
     on_trial_end: Callable[[], None] | None = None,
+    defaults: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Run trials until `n_trials` have finished (completed or pruned); return the best parameters.
 
-    Falls back to the default optimiser settings when no trial completed.
+    Falls back to `defaults` (the task's default optimiser settings) when no trial completed.
     """
     import optuna
 
@@ -118,5 +130,5 @@ def tune(
             on_trial_end()
     try:
         return dict(study.best_params)
-    except ValueError:  # no completed trial
-        return {}
+    except ValueError:  # no completed trial (or no tuning): the task's defaults
+        return dict(defaults or DEFAULT_PARAMS)

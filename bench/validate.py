@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.suites import Suite
+from bench.tuning import TUNING_SEED
 
 if TYPE_CHECKING:
     from bench.pipeline import RunOptions
@@ -20,6 +21,12 @@ def check_run_inputs(suite: Suite, options: RunOptions, storage: str) -> None:
         raise ValueError("--seeds is empty; give at least one seed, e.g. --seeds 0,1")
     if len(set(suite.seeds)) != len(suite.seeds):
         raise ValueError(f"--seeds repeats a seed: {list(suite.seeds)}")
+    bad = [s for s in suite.seeds if not 0 <= s < TUNING_SEED]
+    if bad:
+        raise ValueError(
+            f"--seeds {bad}: test seeds must lie in 0..{TUNING_SEED - 1} "
+            f"(seed {TUNING_SEED} and above are the tuning fits'); e.g. --seeds 0,1,2,3,4"
+        )
     for name, value in (("--epochs", suite.max_epochs), ("--max-steps", suite.max_steps)):
         if value is not None and value <= 0:
             raise ValueError(f"{name} must be positive, got {value}")

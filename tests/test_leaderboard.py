@@ -1,12 +1,16 @@
 """The static leaderboard, built from hand-written results: ordering, markers, reasons, claims, safety.
 
 The fixture covers two tasks with opposite metric directions, significant and non-significant
-comparisons, n/a, failed and stale cells, unreadable files, and variant names that try to inject
-HTML. The browser test opens the page in real headless Chromium.
+comparisons, n/a, failed and stale cells, unreadable files, variant names that try to inject HTML,
+and a third task whose QKV does not beat its trivial baseline (so it must not be ranked). The
+browser test opens the page in real headless Chromium.
 """
 
 from __future__ import annotations
 
+import copy
+import csv
+import io
 import json
 import math
 import re
@@ -17,8 +21,17 @@ import pytest
 
 from bench_leaderboard import build, build_report
 from bench_leaderboard import claims as claims_mod
-from bench_leaderboard.model import mlflow_url
-from bench_leaderboard.plots import pareto_front
+from bench_leaderboard.build import board
+from bench_leaderboard.model import (
+    DID_NOT_LEARN,
+    GATE_UNKNOWN,
+    LEARNS,
+    NO_BASELINE,
+    learn_gate,
+    mlflow_url,
+    read_baseline,
+)
+from bench_leaderboard.plots import pareto_front, scatter
 
 CHROMIUM = Path("/usr/bin/chromium")
 XSS = "<img src=x onerror=alert(1)>"
@@ -44,6 +57,17 @@ VARIANTS = {
     "evil": (XSS, "none", "H"), "evil2": (XSS_FLAG, "k=v", "H"),
 }  # fmt: skip
 HEADS, D_HEAD = 8, 4
+#: task id -> the trivial baseline every cell of the task records (swap's QKV does not beat it: see SWAP_QKV)
+BASELINES: dict[str, dict[str, Any]] = {
+    "reverse": {"name": "chance", "value": 0.1, "others": {}, "note": "1 / 10 digits", "learn_margin": 0.02},
+    "swap": {"name": "per-position majority", "value": 0.59, "others": {"chance": 0.1}, "note": "",
+             "learn_margin": 0.02},
+    "mnist": {"name": "linear probe on pixels", "value": 0.92, "others": {}, "note": "", "learn_margin": 0.02},
+    "fashion-mnist": {"name": "linear probe on pixels", "value": 0.84, "others": {}, "note": "", "learn_margin": 0.02},
+    "lm": {"name": "count bigram", "value": 30.0, "others": {"count trigram": 26.5}, "note": "add-one smoothing",
+           "learn_margin": 0.02},
+}  # fmt: skip
+BEST_PARAMS = {"lr": 0.003, "weight_decay": 0.0001, "warmup_frac": 0.05}
 
 
 def summarize(values: list[float]) -> dict[str, Any]:
@@ -59,12 +83,14 @@ def summarize(values: list[float]) -> dict[str, Any]:
 def kv_bytes(variant: str, measured: float = 1.0) -> dict[str, Any]:
     """Cache figures per the formula: tensors x KV heads x d_head x 2 bytes (fp16), one layer, 16 tokens."""
     _, tie, g = VARIANTS[variant]
-    per_token = (1 if tie in ("k=v", "q=k=v") else 2) * (HEADS if g == "H" else int(g)) * D_HEAD * 2
+    tensors, kv_heads = (1 if tie in ("k=v", "q=k=v") else 2), (HEADS if g == "H" else int(g))
+    per_token = tensors * kv_heads * D_HEAD * 2
     held = int(per_token * 16 * 2 * measured)  # measured in float32
     return {
         "kv_bytes_per_token": per_token, "kv_bytes_per_token_per_layer": per_token,
         "kv_bytes_at_context": per_token * 16, "context_length": 16, "n_layers": 1, "kv_dtype": "float16",
         "kv_measured": {"dtype": "float32", "tokens": 16, "bytes_held": held, "bytes_derived": per_token * 32},
+        "attention": {"n_heads": HEADS, "kv_heads": kv_heads, "head_dim": D_HEAD, "tensors_per_head": tensors},
     }  # fmt: skip
 
 
@@ -80,14 +106,16 @@ def record(task: str, variant: str, values: list[float] | None, base: list[float
         "provenance": {"git_sha": "abc123", "git_dirty": False, "packages": {"torch": "2.14"}, "device": "cpu",
                        "python": "3.11", "platform": "linux"},
         "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment_id": "1", "run_id": f"run{task}{variant}"},
+        "baseline": BASELINES[task],
     }  # fmt: skip
     if values is not None:
         out.update(
             summary={"metric": TASKS[task]["metric"], **summarize(values)},
             seeds=list(range(len(values))),
-            per_seed=[{"seed": i, "test": {TASKS[task]["metric"]: v}} for i, v in enumerate(values)],
+            per_seed=[{"seed": i, "test": {TASKS[task]["metric"]: v}, "params": BEST_PARAMS}
+                      for i, v in enumerate(values)],
             tuning={"trials_budget": 4, "trials_finished": 4, "search_space": {"lr": ["log", 1e-4, 1e-2]},
-                    "best_params": {"lr": 0.001}},
+                    "best_params": BEST_PARAMS},
             costs={"parameters": 1000, "examples_per_second": 500.0, **kv_bytes(variant)},
             data_source={"kind": "synthetic", "name": f"{task} data", "origin": "generated", "note": ""},
         )  # fmt: skip
@@ -101,6 +129,8 @@ def record(task: str, variant: str, values: list[float] | None, base: list[float
 
 
 REV_QKV, LM_QKV = [0.70, 0.72, 0.71], [20.0, 20.4, 20.2]
+SWAP_QKV = [0.60, 0.61, 0.59]  # mean 0.60 < majority 0.59 + margin 0.02: swap did not learn
+DEGENERATE = "coincides with QKV at H=4 (4 KV heads = 4 query heads); not run"
 
 
 def fixture_records() -> list[dict[str, Any]]:
@@ -114,6 +144,10 @@ def fixture_records() -> list[dict[str, Any]]:
         record("reverse", "evil2", [0.55, 0.56, 0.54], REV_QKV),
         record("reverse", "mqa", [0.99, 0.99, 0.99], REV_QKV),  # stale: best number, must not rank
         record("reverse", "gqa4", None, status="failed", reason=f"RuntimeError: out of memory {XSS}"),
+        record("reverse", "tied-kv-gqa4", None, status="n/a", reason=DEGENERATE),
+        record("swap", "qkv", SWAP_QKV, SWAP_QKV),
+        record("swap", "tied-kv", [0.59, 0.60, 0.60], SWAP_QKV),
+        record("swap", "tied-qkv", [0.40, 0.41, 0.42], SWAP_QKV),
         record("lm", "qkv", LM_QKV, LM_QKV),
         record("lm", "tied-kv", [20.5, 20.9, 20.6], LM_QKV),
         record("lm", "tied-qkv", [25.0, 25.6, 25.2], LM_QKV),
@@ -161,7 +195,7 @@ def html_rows(html: str, task: str) -> dict[str, str]:
 
 def test_rows_best_first_by_metric_direction(built: dict[str, Any]) -> None:
     reverse = [r["variant"] for r in group(built["data"], "reverse")["rows"]]
-    assert reverse == ["qkv", "tied-kv", "evil", "tied-qkv-pos", "evil2", "tied-qkv", "mqa", "gqa4"]
+    assert reverse == ["qkv", "tied-kv", "evil", "tied-qkv-pos", "evil2", "tied-qkv", "mqa", "gqa4", "tied-kv-gqa4"]
     lm = [r["variant"] for r in group(built["data"], "lm")["rows"]]
     assert lm == ["qkv", "gqa4", "tied-kv", "tied-qkv", "tied-qk-pos"]  # lower perplexity first
     assert [r["rank"] for r in group(built["data"], "lm")["rows"]] == [1.0, 2.0, 3.0, 4.0, None]
@@ -188,6 +222,7 @@ def test_na_failed_and_stale_rows_keep_their_reason(built: dict[str, Any]) -> No
     assert "variant mqa is now version 2 (ran 1)" in rows["mqa"]
     assert "RuntimeError: out of memory" in rows["gqa4"]
     assert "needs a non-causal task" in html_rows(built["html"], "lm")["tied-qk-pos"]
+    assert reverse["tied-kv-gqa4"]["state"] == "n/a" and DEGENERATE in rows["tied-kv-gqa4"]
     csv_text = built["report"].csv.read_text()
     assert "stale,variant mqa is now version 2 (ran 1)" in csv_text and ",n/a,the 2D positional" in csv_text
 
@@ -311,9 +346,175 @@ def test_claims(claim: str, expected: str, records: list[dict[str, Any]]) -> Non
 def test_claims_on_the_built_board(built: dict[str, Any]) -> None:
     status = {c["id"]: c["status"] for c in built["data"]["claims"]}
     assert status["a"] == "held" and status["b"] == "held"
-    assert status["c"] == "inconclusive"  # swap never ran
+    assert status["c"] == "inconclusive"  # swap did not learn, so it is left out
+    assert "swap: did not learn" in next(c["evidence"] for c in built["data"]["claims"] if c["id"] == "c")
     assert 'id="claim-a" data-status="held"' in built["html"]
     assert "+2.31%" in next(c["evidence"] for c in built["data"]["claims"] if c["id"] == "a")
+
+
+CHANCE = {"name": "chance", "value": 0.5, "learn_margin": 0.25}
+BIGRAM = {"name": "count bigram", "value": 8.0, "learn_margin": 0.25}  # threshold 8 x 0.75 = 6.0
+GATE_CASES = [
+    (CHANCE, 0.80, True, LEARNS),
+    (CHANCE, 0.75, True, LEARNS),  # exactly the margin above
+    (CHANCE, 0.74, True, DID_NOT_LEARN),
+    (CHANCE, 0.30, True, DID_NOT_LEARN),
+    (BIGRAM, 5.0, False, LEARNS),  # perplexity: lower is better
+    (BIGRAM, 6.0, False, LEARNS),  # exactly 25% below
+    (BIGRAM, 6.5, False, DID_NOT_LEARN),  # below the bigram, but not by the margin
+    (BIGRAM, 9.0, False, DID_NOT_LEARN),  # worse than the bigram
+    (BIGRAM, 5.0, True, DID_NOT_LEARN),  # the same number read as higher-is-better fails
+    (None, 0.9, True, NO_BASELINE),
+    (CHANCE, None, True, GATE_UNKNOWN),  # no ok QKV cell
+    ({"name": "chance", "value": 0.5, "learn_margin": None}, 0.9, True, GATE_UNKNOWN),
+]
+
+
+@pytest.mark.parametrize(("baseline", "qkv_mean", "hib", "expected"), GATE_CASES)
+def test_learn_gate(baseline: dict[str, Any] | None, qkv_mean: float | None, hib: bool, expected: str) -> None:
+    gate = learn_gate(baseline, qkv_mean, hib)
+    assert gate["status"] == expected, gate["reason"]
+    assert gate["learns"] is (expected == LEARNS)
+    assert gate["reason"]
+
+
+def test_read_baseline_tolerates_old_and_odd_records() -> None:
+    assert read_baseline({}) is None
+    assert read_baseline({"baseline": {"name": "chance"}}) is None  # no value
+    assert read_baseline({"baseline": {"value": True}}) is None  # a boolean is not a score
+    found = read_baseline({"baseline": {"value": 3, "others": {"count trigram": 2.5, "junk": "x"}, "learn_margin": -1}})
+    assert found == {"name": "baseline", "value": 3, "others": {"count trigram": 2.5}, "note": "", "learn_margin": None}
+
+
+def test_task_that_did_not_learn_is_shown_but_not_ranked(built: dict[str, Any]) -> None:
+    swap = group(built["data"], "swap")
+    assert swap["gate"]["status"] == DID_NOT_LEARN and swap["gate"]["margin"] == 0.02
+    assert swap["gate"]["threshold"] == pytest.approx(0.61)
+    assert swap["trivial_baseline"]["name"] == "per-position majority"
+    assert [r["variant"] for r in swap["rows"]] == ["qkv", "tied-kv", "tied-qkv"]  # still shown, best first
+    assert all(r["rank"] is None and r["pareto_front"] is False for r in swap["rows"])
+    plot = scatter(swap)
+    assert plot["points"] and not any(p["front"] for p in plot["points"]) and not plot["front_path"]
+    assert any(p["front"] for p in scatter({**swap, "gate": {"learns": True}})["points"])  # the gate is what hides it
+    section = built["html"].split('id="task-swap-default"', 1)[1].split("</section>", 1)[0]
+    assert "did not learn" in section and "Not ranked" in section and "per-position majority" in section
+    assert "◆" not in section
+    for reverse_or_lm in ("reverse", "lm"):
+        assert group(built["data"], reverse_or_lm)["gate"]["status"] == LEARNS
+    assert group(built["data"], "reverse")["rows"][0]["rank"] == 1.0
+
+
+def test_mean_rank_leaves_out_tasks_that_did_not_learn(built: dict[str, Any]) -> None:
+    ranks = {v["variant"]: v for v in built["data"]["overview"]["mean_ranks"]}
+    assert [r["task"] for r in ranks["tied-qkv"]["ranks"]] == ["reverse", "lm"]  # swap ran but is not counted
+    assert ranks["tied-qkv"]["tasks"] == 2
+    left = built["data"]["overview"]["left_out"]
+    assert [t["task"] for t in left] == ["swap"] and left[0]["why"].startswith("did not learn: QKV 0.6 < ")
+    assert 'id="left-out"' in built["html"]
+    table1 = built["data"]["paper"][0]
+    swap_col = [c["task"] for c in table1["columns"]].index("swap")
+    assert table1["columns"][swap_col]["left_out"] and not table1["columns"][swap_col]["comparable"]
+    assert all(row["values"][swap_col]["ours"] is None for row in table1["rows"])
+
+
+def test_baseline_shown_with_its_others(built: dict[str, Any]) -> None:
+    lm = group(built["data"], "lm")
+    assert lm["trivial_baseline"]["others"] == {"count trigram": 26.5}
+    assert lm["gate"]["threshold"] == pytest.approx(29.4)  # 30 x (1 - 0.02): lower is better
+    section = built["html"].split('id="task-lm-default"', 1)[1].split("</section>", 1)[0]
+    assert "count bigram</strong> 30" in section and "count trigram 26.5" in section
+    assert '<span class="badge gate-learns"' in section
+
+
+def worst_everywhere(swap_baseline: float) -> list[dict[str, Any]]:
+    """QKV and Q=K=V on REVERSE and SWAP, Q=K=V clearly worst on both; SWAP's baseline as given."""
+    swap = {**BASELINES["swap"], "value": swap_baseline}
+    return [
+        *both(("reverse",), {"qkv": REV_QKV, "tied-qkv": LOW}),
+        record("swap", "qkv", REV_QKV, baseline=swap),
+        record("swap", "tied-qkv", LOW, baseline=swap),
+    ]
+
+
+@pytest.mark.parametrize(("swap_baseline", "learns"), [(0.5, True), (0.7, False)])
+def test_claims_and_mean_rank_follow_the_gate(swap_baseline: float, learns: bool) -> None:
+    data = board(worst_everywhere(swap_baseline), [], {})
+    status = {c["id"]: c for c in data["claims"]}["c"]
+    assert status["status"] == (claims_mod.HELD if learns else claims_mod.INCONCLUSIVE), status["evidence"]
+    assert ("swap: did not learn" in status["evidence"]) is not learns
+    worst = next(v for v in data["overview"]["mean_ranks"] if v["variant"] == "tied-qkv")
+    assert worst["tasks"] == (2 if learns else 1)
+
+
+@pytest.mark.parametrize(("bigram", "learns"), [(21.0, True), (20.5, False)])  # QKV 20.2; threshold bigram x 0.98
+def test_lower_is_better_gate_on_the_lm(bigram: float, learns: bool) -> None:
+    lm_baseline = {**BASELINES["lm"], "value": bigram}
+    records = [record("lm", v, xs, LM_QKV, baseline=lm_baseline) for v, xs in
+               (("qkv", LM_QKV), ("tied-kv", [20.5, 20.9, 20.6]), ("tied-qkv", WORST_LM))]  # fmt: skip
+    data = board(records, [], {})
+    lm = group(data, "lm")
+    assert lm["gate"]["learns"] is learns
+    assert [r["rank"] for r in lm["rows"]] == ([1.0, 2.0, 3.0] if learns else [None, None, None])
+    claims = {c["id"]: c["status"] for c in data["claims"]}
+    assert claims["a"] == claims["b"] == (claims_mod.HELD if learns else claims_mod.INCONCLUSIVE)
+    table4 = data["paper"][2]
+    tied_kv = next(r for r in table4["rows"] if r["variant"] == "tied-kv")["values"][0]
+    assert (tied_kv["ours"] is not None) is learns
+
+
+def old_style(r: dict[str, Any]) -> dict[str, Any]:
+    """A record as written before baselines, head shapes and per-seed params were stored."""
+    out = copy.deepcopy(r)
+    out.pop("baseline", None)
+    out.get("costs", {}).pop("attention", None)
+    out.get("tuning", {}).pop("best_params", None)
+    for seed in out.get("per_seed", []):
+        seed["params"] = {"lr": 0.002} if out["variant"]["id"] == "qkv" else {}
+    return out
+
+
+def test_old_records_still_build(tmp_path: Path) -> None:
+    report = build_report(write_results(tmp_path, [old_style(r) for r in fixture_records()]), stale=STALE)
+    data = json.loads(report.json.read_text())
+    assert {g["gate"]["status"] for g in data["groups"]} == {NO_BASELINE}
+    failed = board([record("reverse", "qkv", REV_QKV, baseline={"learn_margin": 0.02, "error": "no data"})], [], {})
+    assert failed["groups"][0]["gate"]["status"] == NO_BASELINE and "no data" in failed["groups"][0]["gate"]["reason"]
+    assert all(r["rank"] is None for g in data["groups"] for r in g["rows"])
+    assert data["overview"]["mean_ranks"] == []
+    assert {c["status"] for c in data["claims"]} == {claims_mod.INCONCLUSIVE}
+    reverse = {r["variant"]: r for r in group(data, "reverse")["rows"]}
+    assert reverse["qkv"]["n_heads"] == HEADS and reverse["qkv"]["heads_source"] == "config"
+    assert reverse["mqa"]["kv_heads"] == 1 and reverse["qkv"]["kv_heads"] == HEADS
+    assert reverse["qkv"]["best_params"] == {"lr": 0.002} and reverse["qkv"]["params_source"] == "per_seed[0].params"
+    assert reverse["tied-kv"]["best_params"] == {} and reverse["tied-kv"]["params_source"] is None
+    html = report.index.read_text()
+    assert "no baseline" in html and "at H=8" in html_rows(html, "reverse")["qkv"]
+
+
+def test_cache_figures_carry_their_head_count(built: dict[str, Any]) -> None:
+    rows = html_rows(built["html"], "reverse")
+    assert (
+        "at H=8, g=8" in rows["qkv"]
+        and "at H=8, g=1" in rows["mqa"]
+        and '0.0% <small class="heads">at H=8' in rows["qkv"]
+    )
+    assert "KV B/token at H=8" in built["html"] and "at H=8" in scatter(group(built["data"], "reverse"))["x_label"]
+    lines = {(r["task"], r["variant"]): r for r in csv.DictReader(io.StringIO(built["report"].csv.read_text()))}
+    assert lines[("reverse", "mqa")]["n_heads"] == "8" and lines[("reverse", "mqa")]["kv_heads"] == "1"
+    assert lines[("lm", "tied-kv")]["tensors_per_head"] == "1" and lines[("lm", "tied-kv")]["head_dim"] == "4"
+    reverse = {r["variant"]: r for r in group(built["data"], "reverse")["rows"]}
+    assert reverse["gqa4"]["heads_source"] == "config"  # a failed cell has no costs
+    assert reverse["qkv"]["heads_source"] == "costs.attention"
+
+
+def test_params_used_appear_in_csv_json_and_page(built: dict[str, Any]) -> None:
+    lines = {(r["task"], r["variant"]): r for r in csv.DictReader(io.StringIO(built["report"].csv.read_text()))}
+    assert json.loads(lines[("reverse", "qkv")]["best_params"]) == BEST_PARAMS
+    assert lines[("reverse", "gqa4")]["best_params"] == ""  # failed: no fit
+    assert lines[("swap", "qkv")]["gate"] == DID_NOT_LEARN and lines[("swap", "qkv")]["rank"] == ""
+    assert lines[("lm", "qkv")]["trivial_baseline"] == "count bigram" and lines[("lm", "qkv")]["learn_margin"] == "0.02"
+    assert group(built["data"], "lm")["rows"][0]["best_params"] == BEST_PARAMS
+    assert "used: lr=0.003, warmup_frac=0.05, weight_decay=0.0001" in html_rows(built["html"], "lm")["qkv"]
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt install chromium)")
@@ -328,7 +529,12 @@ def test_page_in_headless_chromium(built: dict[str, Any], tmp_path: Path) -> Non
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=flags)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+            def on_dialog(dialog: Any) -> None:
+                dialogs.append(dialog.message)
+                dialog.dismiss()
+
+            page.on("dialog", on_dialog)
             page.on("request", lambda r: requests.append(r.url))
             page.goto(built["report"].index.as_uri())
             order = "rows => rows.map(r => r.dataset.variant)"

@@ -15,7 +15,7 @@ from PIL import Image
 from bench.registry import variants
 from bench.train import fit
 from bench_tasks.base import DataError, OptimConfig
-from bench_tasks.mvtec import MVTEC, MVTEC_CATEGORIES, MVTecConfig, MVTecDataModule, auroc, locate
+from bench_tasks.mvtec import MVTEC, MVTEC_CATEGORIES, MVTecConfig, MVTecDataModule, NamedErrors, auroc, locate
 from bench_tasks.textures import FOLDER, TextureSpec, build_textures
 
 TINY = TextureSpec(size=32, crop=64, n_train=4, n_test_good=4, n_test_defect=2)
@@ -77,7 +77,9 @@ def test_real_loader_reads_mvtec_layout(tmp_path: Path) -> None:
     seen = 0
     for split in ("val", "test"):
         (batch,) = list(getattr(dm, f"{split}_dataloader")())
-        for i, image_path in enumerate(dm.datasets[split].inner.samples.image_path):
+        dataset = dm.datasets[split]
+        assert isinstance(dataset, NamedErrors)
+        for i, image_path in enumerate(dataset.inner.samples.image_path):
             want = masks[Path(image_path).stem] if "/cut/" in image_path else np.zeros((16, 16))
             assert torch.equal(batch["mask"][i], torch.from_numpy(want > 0))
             seen += "/cut/" in image_path

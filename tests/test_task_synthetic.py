@@ -10,7 +10,7 @@ import torch
 from bench.registry import tasks, variants
 from bench.train import fit
 from bench_tasks.base import SCALES, OptimConfig
-from bench_tasks.synthetic import IGNORE, SyntheticConfig, digit_examples, mqar_examples
+from bench_tasks.synthetic import IGNORE, SyntheticConfig, digit_examples, mqar_examples, packed_mqar_examples
 
 DIGIT_TASKS = ["reverse", "sort", "sub", "swap", "copy"]
 
@@ -41,6 +41,17 @@ def test_mqar_targets_are_the_values_paired_with_the_queried_keys() -> None:
             assert pairs[query] == target and target >= 32  # values never collide with keys
     with pytest.raises(ValueError, match="MQAR needs"):
         mqar_examples(2, 2, 64, torch.Generator())
+
+
+def test_packed_mqar_holds_each_pair_at_one_position() -> None:
+    x, y = packed_mqar_examples(40, 16, 32, torch.Generator().manual_seed(2))
+    assert x.shape == (40, 12, 2) and y.shape == (40, 12)
+    for row_x, row_y in zip(x, y, strict=True):
+        pairs = dict(row_x[:4].tolist())
+        assert len(pairs) == 4 and (row_y[:4] == IGNORE).all()
+        assert (row_x[4:, 1] == 32).all()  # queries carry the extra "no value" symbol
+        for query, target in zip(row_x[4:, 0].tolist(), row_y[4:].tolist(), strict=True):
+            assert pairs[query] == target >= 16
 
 
 @pytest.mark.parametrize("name", [*DIGIT_TASKS, "mqar"])

@@ -26,11 +26,13 @@ from .load import load_results
 
 TEMPLATES = Path(__file__).parent / "templates"
 CSV_COLUMNS = (
-    "task", "scale", "variant", "display_name", "state", "reason", "metric", "higher_is_better", "rank",
+    "task", "scale", "variant", "display_name", "state", "reason", "metric", "higher_is_better", "gate",
+    "trivial_baseline", "trivial_baseline_value", "learn_margin", "rank",
     "mean", "ci95_low", "ci95_high", "n", "diff_vs_qkv", "diff_ci95_low", "diff_ci95_high", "diff_relative",
-    "significant", "p_value", "parameters", "context_length", "kv_bytes_per_token", "kv_bytes_at_context",
+    "significant", "p_value", "parameters", "n_heads", "kv_heads", "head_dim", "tensors_per_head",
+    "context_length", "kv_bytes_per_token", "kv_bytes_at_context",
     "kv_reduction", "kv_measured_bytes_held", "kv_measured_reduction", "examples_per_second",
-    "trials_finished", "trials_budget", "seeds", "data_kind", "data_name", "pareto_front", "git_sha",
+    "best_params", "trials_finished", "trials_budget", "seeds", "data_kind", "data_name", "pareto_front", "git_sha",
     "created_at", "mlflow_url", "cell_id",
 )  # fmt: skip
 
@@ -54,14 +56,18 @@ def board(records: list[dict[str, Any]], problems: list[str], stale: Mapping[str
         stale: cell id -> why its result no longer matches the code.
 
     Returns:
-        A dict with `groups` (task tables), `overview`, `paper`, `claims` and `problems`.
+        A dict with `groups` (task tables, each with its trivial baseline and learning gate),
+        `overview`, `paper`, `claims` and `problems`. Tasks that do not pass the gate are listed in
+        `overview.left_out` and take no part in ranks, fronts, claims or the paper comparison.
     """
     stale = {k: str(v) for k, v in sorted(stale.items())}
     groups = model.make_groups(records, stale)
     for group in groups:
         group["plot"] = plots.scatter(group)
         _mark_front(group)
-    cells = model.current_cells(records, stale)
+    excluded = model.left_out(groups)
+    cells = model.gated(model.current_cells(records, stale), excluded)
+    left = [{"task": task, "why": why} for task, why in excluded.items()]  # in the groups' task order
     return {
         "schema_version": 1,
         "cells": len(records),
@@ -69,15 +75,16 @@ def board(records: list[dict[str, Any]], problems: list[str], stale: Mapping[str
         "baseline": model.BASELINE,
         "mlflow_ui": model.MLFLOW_UI,
         "groups": groups,
-        "overview": {"mean_ranks": model.mean_ranks(groups)},
-        "paper": paper.side_by_side(cells),
-        "claims": claims.evaluate(cells),
+        "overview": {"mean_ranks": model.mean_ranks(groups), "left_out": left},
+        "paper": paper.side_by_side(cells, excluded),
+        "claims": claims.evaluate(cells, excluded),
     }
 
 
 def _mark_front(group: dict[str, Any]) -> None:
-    """Flag the rows on the group's Pareto front (fewer KV bytes per token, better quality)."""
+    """Flag the rows on the group's Pareto front (fewer KV bytes per token, better quality); none unless it learns."""
     rows = [r for r in group["rows"] if r["state"] == "ok" and r.get("kv_bytes_per_token") is not None]
+    rows = rows if group["gate"]["learns"] else []
     front = set(plots.pareto_front([(r["kv_bytes_per_token"], r["mean"]) for r in rows], group["higher_is_better"]))
     for row in group["rows"]:
         row["pareto_front"] = False
@@ -92,8 +99,14 @@ def _csv_safe(value: Any) -> Any:
     return value
 
 
-def _csv_row(row: Mapping[str, Any]) -> dict[str, Any]:
+def _params_text(params: Mapping[str, Any]) -> str:
+    """Hyperparameters as compact JSON, keys sorted: one CSV cell a program can parse back."""
+    return json.dumps(dict(params), sort_keys=True, separators=(",", ":")) if params else ""
+
+
+def _csv_row(row: Mapping[str, Any], group: Mapping[str, Any]) -> dict[str, Any]:
     comp = row.get("vs_baseline") or {}
+    trivial = group.get("trivial_baseline") or {}
     measured = row.get("kv_measured") or {}
     source = row.get("data_source") or {}
     prov = row.get("provenance") or {}
@@ -111,6 +124,11 @@ def _csv_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "data_kind": source.get("kind"),
         "data_name": source.get("name"),
         "git_sha": prov.get("git_sha"),
+        "gate": group["gate"]["status"],
+        "trivial_baseline": trivial.get("name"),
+        "trivial_baseline_value": trivial.get("value"),
+        "learn_margin": trivial.get("learn_margin"),
+        "best_params": _params_text(row.get("best_params") or {}),
     }
     return {k: _csv_safe("" if flat.get(k) is None else flat[k]) for k in CSV_COLUMNS}
 
@@ -122,7 +140,7 @@ def render_csv(data: Mapping[str, Any]) -> str:
     writer.writeheader()
     for group in data["groups"]:
         for row in group["rows"]:
-            writer.writerow(_csv_row(row))
+            writer.writerow(_csv_row(row, group))
     return out.getvalue()
 
 
@@ -153,6 +171,12 @@ def _sortkey(value: Any) -> str:
     return "" if value is None or isinstance(value, bool) else repr(float(value))
 
 
+def _params(params: Mapping[str, Any]) -> str:
+    """Hyperparameters for a table cell: "lr=0.003, weight_decay=0.0001"."""
+    shown = (f"{k}={format(v, '.3g') if isinstance(v, float) else v}" for k, v in sorted(params.items()))
+    return ", ".join(shown) or "–"
+
+
 def _pretty(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
@@ -167,7 +191,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(num=_num, int=_int, pct=_pct, sortkey=_sortkey, pretty=_pretty)
+    env.filters.update(num=_num, int=_int, pct=_pct, sortkey=_sortkey, pretty=_pretty, params=_params)
     return env
 
 

@@ -3,7 +3,8 @@
 A claim is "held" when our confidence intervals support it, "not held" when they contradict it, and
 "inconclusive" when intervals overlap, a cell has fewer than two seeds, or cells are missing. Every
 function reads `Cells` (task id -> variant id -> fresh ok record at the task's primary scale) and
-nothing else, so each can be tested on hand-written dicts.
+nothing else, so each can be tested on hand-written dicts. Tasks that did not pass the learning gate
+(`model.learn_gate`) are already absent from `Cells`; `evaluate` names them in the evidence.
 """
 
 from __future__ import annotations
@@ -176,9 +177,17 @@ def sharing_close_on_digits(cells: Cells) -> Verdict:
     return _combine(verdicts), "\n".join(lines)
 
 
+def _heads(record: Record) -> Any:
+    """H the cache figures were computed at: `costs.attention.n_heads`, else the config's."""
+    attention = record.get("costs", {}).get("attention")
+    if isinstance(attention, Mapping) and attention.get("n_heads") is not None:
+        return attention["n_heads"]
+    return record.get("config", {}).get("n_heads")
+
+
 def _layout(record: Record) -> tuple[int, int] | None:
-    """(tensors cached per KV head, KV heads) at the record's config; None when H is unknown."""
-    heads = record.get("config", {}).get("n_heads")
+    """(tensors cached per KV head, KV heads) at the record's H; None when H is unknown."""
+    heads = _heads(record)
     if not isinstance(heads, int) or isinstance(heads, bool) or heads <= 0:
         return None
     variant = record["variant"]
@@ -222,7 +231,7 @@ def _reduction_checks(cells: Cells, variant: str) -> tuple[list[str], list[bool]
         if layout is None or observed is None:
             lines.append(f"  {task}: no head count or cache figures")
             continue
-        heads = int(record["config"]["n_heads"])
+        heads = int(_heads(record))
         expected = expected_reduction(*layout, heads)
         match = abs(observed[0] - expected) < 1e-9
         matches.append(match)
@@ -266,10 +275,30 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
-def evaluate(cells: Cells) -> list[dict[str, str]]:
-    """Every claim in `CLAIMS` evaluated on `cells`, in order: id, claim, status, evidence."""
+#: claim id -> the tasks it reads; a claim not listed reads every task
+CLAIM_TASKS = {"a": ("lm",), "b": ("lm",), "c": ("reverse", "swap"), "e": ("mnist", "fashion-mnist")}
+
+
+def _left_out_note(claim_id: str, excluded: Mapping[str, str]) -> str:
+    scope = CLAIM_TASKS.get(claim_id)
+    tasks = [t for t in excluded if scope is None or t in scope]
+    if not tasks:
+        return ""
+    lines = [f"  {t}: {excluded[t]}" for t in tasks]
+    return "\n".join(["left out (the task did not pass the learning gate, so its results are not evidence):", *lines])
+
+
+def evaluate(cells: Cells, excluded: Mapping[str, str] | None = None) -> list[dict[str, str]]:
+    """Every claim in `CLAIMS` evaluated on `cells`, in order: id, claim, status, evidence.
+
+    Args:
+        cells: task id -> variant id -> fresh ok record, without the tasks that did not pass the gate.
+        excluded: task id -> why it was left out (see `model.left_out`), named in the evidence.
+    """
     out = []
     for claim_id, text, check in CLAIMS:
         status, evidence = check(cells)
+        note = _left_out_note(claim_id, excluded or {})
+        evidence = f"{evidence}\n{note}" if note else evidence
         out.append({"id": claim_id, "claim": text, "status": status, "evidence": evidence})
     return out

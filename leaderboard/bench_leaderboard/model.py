@@ -2,7 +2,9 @@
 
 Everything here is JSON-able and sorted, so the page, `leaderboard.json` and `leaderboard.csv` are
 three renderings of one deterministic model. A stale cell (its code changed since it ran) is shown
-with its reason but takes no part in ranks, plots, claims or the paper comparison.
+with its reason but takes no part in ranks, plots, claims or the paper comparison. A task whose QKV
+cell does not beat the task's trivial baseline by its margin (`learn_gate`) is shown the same way:
+its rows stay on the page, without ranks, front, claims or paper comparison.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ TASK_ORDER = (
     "tinyimagenet", "set-anomaly", "mvtec", "lm",
 )  # fmt: skip
 BUCKETS = {"ok": 0, "stale": 1, "failed": 2, "n/a": 3}
+LEARNS, DID_NOT_LEARN, NO_BASELINE, GATE_UNKNOWN = "learns", "did not learn", "no baseline", "gate unknown"
 
 #: task id -> variant id -> the record the claims and the paper comparison read
 Cells = Mapping[str, Mapping[str, Mapping[str, Any]]]
@@ -100,6 +103,31 @@ def _half_width(low: float, high: float, mean: float) -> float:
     return 0.0 if abs(half) <= 1e-12 * max(abs(mean), 1.0) else half
 
 
+def _heads(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The head shape the cache figures were computed at: `costs.attention`, else H from the config."""
+    shape = _dict(_dict(record.get("costs")).get("attention"))
+    keys = ("n_heads", "kv_heads", "head_dim", "tensors_per_head")
+    if _num(shape.get("n_heads")) is not None:
+        return {**{k: _num(shape.get(k)) for k in keys}, "heads_source": "costs.attention"}
+    heads = _num(_dict(record.get("config")).get("n_heads"))
+    # older records: the variant's kv_heads field ("H" or a count) is the only statement of g
+    g = str(record["variant"].get("kv_heads", ""))
+    kv_heads = heads if g == "H" else int(g) if g.isdigit() else None
+    source = "config" if heads is not None else None
+    return {"n_heads": heads, "kv_heads": kv_heads, "head_dim": None, "tensors_per_head": None, "heads_source": source}
+
+
+def _params(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyperparameters the cell's seeds were fitted with: the study's best, else seed 0's own."""
+    best = _dict(_dict(record.get("tuning")).get("best_params"))
+    if best:
+        return {"best_params": best, "params_source": "tuning.best_params"}
+    seeds = record.get("per_seed")
+    first = _dict(seeds[0]) if isinstance(seeds, list) and seeds else {}
+    params = _dict(first.get("params"))
+    return {"best_params": params, "params_source": "per_seed[0].params" if params else None}
+
+
 def _ok_fields(record: Mapping[str, Any], base: Mapping[str, Any] | None) -> dict[str, Any]:
     summary, costs, tuning = _dict(record["summary"]), _dict(record["costs"]), _dict(record["tuning"])
     base_summary = _dict(base.get("summary")) if base else {}
@@ -117,7 +145,7 @@ def _ok_fields(record: Mapping[str, Any], base: Mapping[str, Any] | None) -> dic
         "trials_finished": tuning.get("trials_finished"),
         "trials_budget": tuning.get("trials_budget"),
         "search_space": _dict(tuning.get("search_space")),
-        "best_params": _dict(tuning.get("best_params")),
+        **_params(record),
         "seeds": list(record.get("seeds") or []),
     }
 
@@ -147,6 +175,7 @@ def make_row(record: Mapping[str, Any], stale_reason: str | None, base: Mapping[
         "created_at": str(record.get("created_at") or ""),
         "mlflow_url": mlflow_url(record),
         "rank": None,
+        **_heads(record),
     }
     if status == "ok":
         row.update(_ok_fields(record, base))
@@ -218,14 +247,88 @@ def current_cells(
     return dict(out)
 
 
+def read_baseline(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The task's trivial baseline as a record carries it, cleaned; None when absent or without a number.
+
+    Args:
+        record: One cell result; `record["baseline"]` holds name, value, others, note and learn_margin.
+
+    Returns:
+        {name, value, others (name -> number), note, learn_margin (None when not recorded)}, or None.
+    """
+    raw = record.get("baseline")
+    if not isinstance(raw, Mapping) or _num(raw.get("value")) is None:
+        return None
+    margin = _num(raw.get("learn_margin"))
+    others = {str(k): v for k, v in sorted(_dict(raw.get("others")).items()) if _num(v) is not None}
+    return {
+        "name": str(raw.get("name") or "baseline"),
+        "value": raw["value"],
+        "others": others,
+        "note": str(raw.get("note") or ""),
+        "learn_margin": margin if margin is not None and margin >= 0 else None,
+    }
+
+
+def learn_gate(baseline: Mapping[str, Any] | None, qkv_mean: float | None, higher_is_better: bool) -> dict[str, Any]:
+    """Whether a task shows learning: the QKV cell's mean test metric beats the trivial baseline by the margin.
+
+    Higher is better: mean >= value + margin (margin in metric units). Lower is better (perplexity):
+    mean <= value x (1 - margin) (margin relative). Only a task that "learns" is ranked; "did not
+    learn", "no baseline" and "gate unknown" tasks are shown without ranks, front, claims or paper.
+
+    Args:
+        baseline: From `read_baseline`, or None when the task's records carry no baseline.
+        qkv_mean: The fresh ok QKV cell's mean test metric, or None when there is no such cell.
+        higher_is_better: The metric's direction.
+
+    Returns:
+        {status, learns, reason, qkv_mean, threshold, margin}; status is one of `LEARNS`,
+        `DID_NOT_LEARN`, `NO_BASELINE`, `GATE_UNKNOWN`.
+    """
+    margin = baseline.get("learn_margin") if baseline else None
+    out = {"status": GATE_UNKNOWN, "learns": False, "qkv_mean": qkv_mean, "threshold": None, "margin": margin}
+    if baseline is None:
+        return {**out, "status": NO_BASELINE, "reason": "the results record no trivial baseline for this task"}
+    if qkv_mean is None:
+        return {**out, "reason": "no fresh ok QKV cell to hold against the baseline"}
+    if margin is None:
+        return {**out, "reason": "the baseline records no learn_margin"}
+    name, value = baseline["name"], float(baseline["value"])
+    if higher_is_better:
+        threshold, rule = value + margin, f"{name} {value:.4g} + {margin:.4g}"
+        learns, sign = qkv_mean >= threshold, ">=" if qkv_mean >= threshold else "<"
+    else:
+        threshold, rule = value * (1 - margin), f"{name} {value:.4g} x (1 - {margin:.4g})"
+        learns, sign = qkv_mean <= threshold, "<=" if qkv_mean <= threshold else ">"
+    status, reason = LEARNS if learns else DID_NOT_LEARN, f"QKV {qkv_mean:.4g} {sign} {rule} = {threshold:.4g}"
+    return {**out, "status": status, "learns": learns, "threshold": threshold, "reason": reason}
+
+
+def _group_baseline(
+    base: Mapping[str, Any] | None, members: Sequence[Mapping[str, Any]]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The group's trivial baseline (the QKV record's, else the first other record's), or why it failed."""
+    ordered = [base] if base is not None else []
+    ordered += sorted(members, key=lambda r: (r["status"] != "ok", r["cell_id"]))
+    found = next((b for r in ordered if (b := read_baseline(r)) is not None), None)
+    errors = (_dict(r.get("baseline")).get("error") for r in ordered)
+    return found, next((str(e) for e in errors if e), None)
+
+
 def _group(
     key: tuple[str, str], members: list[dict[str, Any]], stale: Mapping[str, str], primary: bool
 ) -> dict[str, Any]:
     fresh = _fresh_ok(members, stale)
     base = _pick([r for r in fresh if r["variant"]["id"] == BASELINE])
     rows = sorted((make_row(r, stale.get(r["cell_id"]), base) for r in members), key=_order_key)
-    _assign_ranks(rows)
     task = (fresh or sorted(members, key=lambda r: r["cell_id"]))[0]["task"]
+    baseline, error = _group_baseline(base, members)
+    gate = learn_gate(baseline, float(base["summary"]["mean"]) if base else None, bool(task["higher_is_better"]))
+    if baseline is None and error:
+        gate["reason"] += f" (computing it failed: {error})"
+    if gate["learns"]:
+        _assign_ranks(rows)
     counts = {state: sum(r["state"] == state for r in rows) for state in BUCKETS}
     task_id, scale = key
     return {
@@ -240,6 +343,9 @@ def _group(
         "causal": bool(task.get("causal")),
         "task_version": str(task.get("version") or ""),
         "baseline_present": base is not None,
+        "trivial_baseline": baseline,
+        "gate": gate,
+        "cache_heads": sorted({r["n_heads"] for r in rows if r["status"] == "ok" and r["n_heads"] is not None}),
         "counts": counts,
         "rows": rows,
     }
@@ -260,7 +366,7 @@ def mean_ranks(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     names: dict[str, str] = {}
     sizes: dict[str, int] = {}
     for group in groups:
-        if not group["primary"]:
+        if not group["primary"] or not group["gate"]["learns"]:
             continue
         ranked = [r for r in group["rows"] if r["rank"] is not None]
         sizes[group["task"]] = len(ranked)
@@ -281,3 +387,17 @@ def mean_ranks(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for variant, by_task in ranks.items()
     ]
     return sorted(out, key=lambda v: (v["mean_rank"], -v["tasks"], v["variant"]))
+
+
+def left_out(groups: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """task id -> why it is left out of claims and the paper comparison (its primary group fails the gate), in order."""
+    return {
+        g["task"]: f"{g['gate']['status']}: {g['gate']['reason']}"
+        for g in groups
+        if g["primary"] and not g["gate"]["learns"]
+    }
+
+
+def gated(cells: Cells, excluded: Mapping[str, str]) -> dict[str, dict[str, Mapping[str, Any]]]:
+    """`cells` without the tasks in `excluded` (see `left_out`): what the claims and the paper read."""
+    return {task: dict(by_variant) for task, by_variant in cells.items() if task not in excluded}

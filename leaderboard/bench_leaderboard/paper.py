@@ -99,15 +99,20 @@ def lm_change(cells: Mapping[str, Mapping[str, Any]], variant: str) -> float | N
     return (mine / base - 1) * 100
 
 
-def _columns(tasks: tuple[str, ...], cells: Cells) -> list[dict[str, Any]]:
+def _columns(tasks: tuple[str, ...], cells: Cells, excluded: Mapping[str, str]) -> list[dict[str, Any]]:
     columns = []
     for task in tasks:
         ok, reasons = comparability(cells.get(task, {}))
-        columns.append({"task": task, "label": TASK_LABELS.get(task, task.upper()), "comparable": ok, "why": reasons})
+        if task in excluded:
+            ok, reasons = False, [f"left out, {excluded[task]}"]
+        label = TASK_LABELS.get(task, task.upper())
+        columns.append({"task": task, "label": label, "comparable": ok, "left_out": task in excluded, "why": reasons})
     return columns
 
 
-def _accuracy_table(name: str, caption: str, tasks: tuple[str, ...], cells: Cells) -> dict[str, Any]:
+def _accuracy_table(
+    name: str, caption: str, tasks: tuple[str, ...], cells: Cells, excluded: Mapping[str, str]
+) -> dict[str, Any]:
     paper = TABLE1 if name == "Table 1" else TABLE2
     rows = []
     for variant in PAPER_VARIANTS:
@@ -116,31 +121,37 @@ def _accuracy_table(name: str, caption: str, tasks: tuple[str, ...], cells: Cell
             ours = _ours(cells.get(task, {}).get(variant))
             values.append({"paper": paper[variant].get(task), "ours": ours})
         rows.append({"variant": variant, "values": values})
-    return {"name": name, "caption": caption, "columns": _columns(tasks, cells), "rows": rows}
+    return {"name": name, "caption": caption, "columns": _columns(tasks, cells, excluded), "rows": rows}
 
 
-def _lm_table(name: str, caption: str, cells: Cells) -> dict[str, Any]:
+def _lm_table(name: str, caption: str, cells: Cells, excluded: Mapping[str, str]) -> dict[str, Any]:
     lm = cells.get("lm", {})
     rows = []
     for variant in TABLE4_VARIANTS:
         ppl, change, reduction = TABLE4[variant]
         values = [{"paper": change, "ours": lm_change(lm, variant), "paper_ppl": ppl, "paper_kv_reduction": reduction}]
         rows.append({"variant": variant, "values": values})
-    return {"name": name, "caption": caption, "columns": _columns(("lm",), cells), "rows": rows}
+    return {"name": name, "caption": caption, "columns": _columns(("lm",), cells, excluded), "rows": rows}
 
 
-def side_by_side(cells: Cells) -> list[dict[str, Any]]:
+def side_by_side(cells: Cells, excluded: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """The paper's tables with our numbers beside them, per column flagged comparable or not.
 
     Args:
-        cells: task id -> variant id -> fresh ok record (see `model.current_cells`).
+        cells: task id -> variant id -> fresh ok record (see `model.current_cells`), without the
+            tasks that did not pass the learning gate.
+        excluded: task id -> why it was left out (see `model.left_out`); its column says so.
 
     Returns:
         One dict per paper table with `columns` (task, comparable, why) and `rows` (variant, values).
     """
     tables = []
     for name, caption, tasks in TABLES:
-        table = _lm_table(name, caption, cells) if name == "Table 4" else _accuracy_table(name, caption, tasks, cells)
+        gone = excluded or {}
+        if name == "Table 4":
+            table = _lm_table(name, caption, cells, gone)
+        else:
+            table = _accuracy_table(name, caption, tasks, cells, gone)
         for row in table["rows"]:
             row["display_name"] = PAPER_NAMES[row["variant"]]
         tables.append(table)

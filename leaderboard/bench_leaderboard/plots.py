@@ -87,6 +87,12 @@ def _short(name: str, limit: int = 18) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
+def _at_heads(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The suffix ", at H=8" when all these cache figures were computed at one head count; else empty."""
+    heads = {r.get("n_heads") for r in rows}
+    return f", at H={heads.pop()}" if len(heads) == 1 and None not in heads else ""
+
+
 def scatter(group: Mapping[str, Any]) -> dict[str, Any]:
     """SVG geometry for one task group: fresh ok rows with a cache size, CI bars, front marked.
 
@@ -95,7 +101,8 @@ def scatter(group: Mapping[str, Any]) -> dict[str, Any]:
 
     Returns:
         A dict with the canvas size, axis ticks, points and the front's path; `points` is empty when
-        no row has both a result and a cache size.
+        no row has both a result and a cache size, and no point is on the front when the group's
+        learning gate did not pass.
     """
     rows = [r for r in group["rows"] if r["state"] == "ok" and r.get("kv_bytes_per_token") is not None]
     base: dict[str, Any] = {"width": WIDTH, "height": HEIGHT, "left": LEFT, "top": TOP, "right": WIDTH - RIGHT}
@@ -103,7 +110,8 @@ def scatter(group: Mapping[str, Any]) -> dict[str, Any]:
     if not rows:
         return {**base, "points": [], "x_ticks": [], "y_ticks": [], "front_path": "", "x_label": ""}
     pts = [(float(r["kv_bytes_per_token"]), float(r["mean"])) for r in rows]
-    front = pareto_front(pts, group["higher_is_better"])
+    # a task whose QKV does not beat the trivial baseline has no meaningful front: points only
+    front = pareto_front(pts, group["higher_is_better"]) if group["gate"]["learns"] else []
     x_of, x_ticks, log = _x_axis([p[0] for p in pts], WIDTH - LEFT - RIGHT)
     y_of, y_ticks = _y_axis([r["ci95_low"] for r in rows], [r["ci95_high"] for r in rows], HEIGHT - TOP - BOTTOM)
     points = [
@@ -113,7 +121,7 @@ def scatter(group: Mapping[str, Any]) -> dict[str, Any]:
             "y_lo": round(y_of(r["ci95_low"]), 2),
             "y_hi": round(y_of(r["ci95_high"]), 2),
             "label": _short(r["display_name"]),
-            "title": f"{r['display_name']} ({r['variant']}): {y:.4g} at {x:g} B/token",
+            "title": f"{r['display_name']} ({r['variant']}): {y:.4g} at {x:g} B/token{_at_heads([r])}",
             "front": i in front,
         }
         for i, (r, (x, y)) in enumerate(zip(rows, pts, strict=True))
@@ -125,5 +133,5 @@ def scatter(group: Mapping[str, Any]) -> dict[str, Any]:
         "x_ticks": [{"pos": round(x_of(v), 2), "label": s} for v, s in x_ticks],
         "y_ticks": [{"pos": round(y_of(v), 2), "label": s} for v, s in y_ticks],
         "front_path": path,
-        "x_label": f"KV-cache bytes per token (fp16{', log scale' if log else ''})",
+        "x_label": f"KV-cache bytes per token (fp16{_at_heads(rows)}{', log scale' if log else ''})",
     }

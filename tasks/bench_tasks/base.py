@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -49,6 +49,26 @@ class DataSource:
     note: str = ""
 
     def as_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A trivial model's score on the task's own test split: the bar a model must clear to count as learning.
+
+    Attributes:
+        name: What the trivial model is, e.g. "chance", "linear probe on pixels", "count bigram".
+        value: Its score on the test split, in the task's primary metric.
+        others: Further reference scores shown beside it (e.g. {"count trigram": 9.1}), same metric.
+        note: How it was computed (split sizes, smoothing), for the reader of the results.
+    """
+
+    name: str
+    value: float
+    others: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -98,6 +118,9 @@ class Task(abc.ABC):
     higher_is_better: bool
     causal: bool  # True: the model attends under a causal mask (LM)
     description: str = ""
+    #: how far the baseline variant (QKV) must beat `baseline()` for the task to count as learning:
+    #: in metric units when higher is better, as a relative reduction when lower is better (perplexity)
+    learn_margin: float = 0.02
 
     @abc.abstractmethod
     def config(self, scale: Scale) -> TaskConfig:
@@ -122,6 +145,23 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def build_model(self, variant: VariantSpec, config: TaskConfig, optim: OptimConfig) -> TaskModule:
         """The task's model around `variant`: backbone, embedding, head, loss and metrics."""
+
+    def baseline(self, data_dir: Path, config: TaskConfig) -> Baseline:
+        """The trivial baseline on this task's own splits at `config` (data already prepared); deterministic."""
+        raise NotImplementedError(f"task {self.id!r} declares no trivial baseline")
+
+    def optim_defaults(self) -> dict[str, float]:
+        """Optimiser settings this task starts from, over the harness's shared defaults (e.g. {"lr": 1e-3}).
+
+        They are trial 0 of every study of the task, and the settings of a run without tuning.
+        """
+        return {}
+
+    def learns(self, value: float, baseline: float) -> bool:
+        """Whether a score `value` beats the trivial `baseline` by the task's declared margin."""
+        if self.higher_is_better:
+            return value >= baseline + self.learn_margin
+        return value <= baseline * (1 - self.learn_margin)
 
     def context_length(self, config: TaskConfig) -> int:
         """Tokens one example attends over, for the KV-cache bytes at the task's context."""

@@ -12,7 +12,8 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 SPLITS = ("train", "val", "test")
 
@@ -58,3 +59,16 @@ class SplitDataModule(L.LightningDataModule, abc.ABC):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def split_tensors(datamodule: L.LightningDataModule) -> dict[str, tuple[Tensor, ...]]:
+    """The tensors of every split of a `SplitDataModule` over `TensorDataset`s, built afresh (for baselines)."""
+    if not isinstance(datamodule, SplitDataModule):
+        raise TypeError(f"expected a SplitDataModule, got {type(datamodule).__name__}")
+    out = {}
+    for split, dataset in datamodule.build().items():
+        if not isinstance(dataset, TensorDataset):
+            kind = type(dataset).__name__
+            raise TypeError(f"split {split!r} of {type(datamodule).__name__} is a {kind}, not a TensorDataset")
+        out[split] = tuple(dataset.tensors)
+    return out

@@ -14,6 +14,7 @@ Where the data comes from, in order:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -46,8 +47,9 @@ N_CLASSES = 10
 
 _SCALES: dict[Scale, VisionConfig] = {
     "smoke": VisionConfig(d_model=32, n_layers=1, n_heads=2, batch_size=32, max_train=256),
-    # ~10 s on 2 CPU cores: 17 tokens (16 patches of 7x7 + class token), 5,000 images, 2 epochs
-    "default": VisionConfig(d_model=64, n_layers=2, n_heads=8, batch_size=64, max_epochs=2, max_train=4000),
+    # 17 tokens (16 patches of 7x7 + class token), heads of 16, mean-pooled: a ViT from scratch needs many
+    # small steps to pass a linear probe on pixels (~0.90 on the 7,000 offline MNIST digits): 8 epochs
+    "default": VisionConfig(d_model=64, n_layers=2, n_heads=4, batch_size=32, max_epochs=8, global_pool="avg"),
     # the study swept patch {4, 7}, embed {64, 256, 512}, layers {2, 4}, heads {2, 4}; 20 epochs
     "paper": VisionConfig(d_model=256, n_layers=4, n_heads=4, batch_size=128, max_epochs=20),
 }
@@ -269,6 +271,11 @@ class MNISTTask(IdxImageTask):
         return ImageSplits(**loaded)
 
 
+#: Fashion-MNIST's 55,000 training images: a linear probe on pixels reaches ~0.845 with all of them, and
+#: the ViT passes it after 2 epochs (batch 64); scored on 2,000 test images
+FASHION_DEFAULT = dataclasses.replace(_SCALES["default"], batch_size=64, max_epochs=2, max_eval=2000)
+
+
 class FashionMNISTTask(IdxImageTask):
     """Fashion-MNIST (all 70k real images): gunzipped once from the Debian package `dataset-fashion-mnist`."""
 
@@ -279,6 +286,9 @@ class FashionMNISTTask(IdxImageTask):
 
     def __init__(self, debian_dir: Path = DEBIAN_FASHION_DIR) -> None:
         self.debian_dir = debian_dir
+
+    def config(self, scale: Scale) -> TaskConfig:
+        return FASHION_DEFAULT if scale == "default" else _SCALES[scale]
 
     def prepare(self, data_dir: Path) -> DataSource:
         if self.has_raw(data_dir):

@@ -1,6 +1,6 @@
 """MVTec-layout anomaly categories built offline from the CC0 textures that scikit-image ships.
 
-`build_textures(data_dir)` writes, once and atomically, `<data_dir>/mvtec-textures/<category>/` for
+`build_textures(data_dir)` writes, once and atomically, `<data_dir>/mvtec-textures-v2/<category>/` for
 `brick`, `grass` and `gravel` (scikit-image `data.brick()`, `grass()`, `gravel()`, 512x512 grey):
 
     train/good/000.png ...              crops from the top rows of the texture
@@ -35,9 +35,9 @@ from .base import DataError
 
 TEXTURES: tuple[str, ...] = ("brick", "grass", "gravel")
 DEFECTS: tuple[str, ...] = ("noise", "texture")
-FOLDER = "mvtec-textures"
+FORMAT_VERSION = 2  # bump when a default build would change: the folder moves, so old trees are not reused
+FOLDER = f"mvtec-textures-v{FORMAT_VERSION}"
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ class TextureSpec:
     size: int = 64
     crop: int = 128
     n_train: int = 240
-    n_test_good: int = 60
-    n_test_defect: int = 30
+    n_test_good: int = 200  # test/ is halved into val and test: 200 images (100 good) in each
+    n_test_defect: int = 100
     train_rows: float = 0.6
     min_defect_area: float = 0.01
 
@@ -164,7 +164,7 @@ def _check_manifest(target: Path, spec: TextureSpec) -> None:
 
 
 def build_textures(data_dir: Path, spec: TextureSpec | None = None) -> Path:
-    """Materialise `<data_dir>/mvtec-textures` once (idempotent, atomic) and return its path.
+    """Materialise `<data_dir>/<FOLDER>` once (idempotent, atomic) and return its path.
 
     The tree is built in a temporary folder next to it and renamed into place, so a crash or a
     concurrent build never leaves a half-written tree where a reader looks. With `spec` None, a tree

@@ -20,9 +20,10 @@ from torch.utils.data import Dataset, TensorDataset
 
 from bench_variants.base import VariantSpec
 
+from . import baselines
 from .backbones.vit import vit
-from .base import OptimConfig, Task, TaskConfig
-from .datamodule import SplitDataModule
+from .base import Baseline, OptimConfig, Task, TaskConfig
+from .datamodule import SplitDataModule, split_tensors
 from .module import Sums, TaskModule, accuracy_sums, loss_sums
 
 
@@ -33,6 +34,8 @@ class VisionConfig(TaskConfig):
     in_chans: int = 1
     n_classes: int = 10
     max_train: int = 0  # 0: every training image; else the first max_train (after a seeded shuffle)
+    max_eval: int = 0  # 0: every val and test image; else max_eval of each (a fixed sample, same for all seeds)
+    global_pool: str = "token"  # timm's pooling: "token" (class token) or "avg" (mean of the patch tokens)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,25 @@ class ImageSplits:
     train: tuple[Tensor, Tensor]
     val: tuple[Tensor, Tensor]
     test: tuple[Tensor, Tensor]
+
+
+_SPLITS_CACHE: dict[tuple[str, ...], ImageSplits] = {}
+
+
+def _stamp(folder: Path) -> str:
+    try:
+        return str(folder.stat().st_mtime_ns)
+    except OSError:
+        return ""
+
+
+def _subset(split: tuple[Tensor, Tensor], n: int) -> tuple[Tensor, Tensor]:
+    """`n` examples of an evaluation split in a fixed shuffled order (the same for every seed), or all."""
+    images, labels = split
+    if not n or n >= len(images):
+        return images, labels
+    keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n]
+    return images[keep], labels[keep]
 
 
 class ImageDataModule(SplitDataModule):
@@ -60,7 +82,8 @@ class ImageDataModule(SplitDataModule):
         mean = pixels.mean(dim=(0, 2, 3), keepdim=True)[0]
         std = pixels.std(dim=(0, 2, 3), keepdim=True)[0].clamp_min(1e-3)
         out: dict[str, Dataset] = {}
-        for name, (x, y) in {"train": (images, labels), "val": splits.val, "test": splits.test}.items():
+        evals = {"val": _subset(splits.val, self.config.max_eval), "test": _subset(splits.test, self.config.max_eval)}
+        for name, (x, y) in {"train": (images, labels), **evals}.items():
             x = self._resize(x.float() / 255)
             out[name] = TensorDataset((x - mean) / std, y.long())
         return out
@@ -87,6 +110,7 @@ class ImageClassificationTask(Task):
     metric = "accuracy"
     higher_is_better = True
     causal = False
+    learn_margin = 0.01
 
     @abc.abstractmethod
     def load_splits(self, data_dir: Path, config: VisionConfig) -> ImageSplits:
@@ -99,7 +123,31 @@ class ImageClassificationTask(Task):
 
     def datamodule(self, data_dir: Path, config: TaskConfig, seed: int) -> L.LightningDataModule:
         cfg = self._config(config)
-        return ImageDataModule(lambda: self.load_splits(data_dir, cfg), cfg, seed)
+        return ImageDataModule(lambda: self._cached_splits(data_dir, cfg), cfg, seed)
+
+    def _cached_splits(self, data_dir: Path, config: VisionConfig) -> ImageSplits:
+        """`load_splits`, decoded once per process: every seed and variant of a run reads the same files.
+
+        The key holds the folder's modification time, so data prepared anew is read anew.
+        """
+        key = (self.id, self.version, str(data_dir), _stamp(data_dir), repr(config))
+        if key not in _SPLITS_CACHE:
+            _SPLITS_CACHE.clear()  # one task's images at a time: a worker moves from task to task
+            _SPLITS_CACHE[key] = self.load_splits(data_dir, config)
+        return _SPLITS_CACHE[key]
+
+    def baseline(self, data_dir: Path, config: TaskConfig) -> Baseline:
+        """A linear probe on the normalised pixels of the seed-0 train split (`max_train`, `img_size`), on test."""
+        cfg = self._config(config)
+        splits = split_tensors(self.datamodule(data_dir, cfg, seed=0))
+        (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
+        probe = baselines.linear_probe_accuracy(train_x.flatten(1), train_y, test_x.flatten(1), test_y, cfg.n_classes)
+        note = (
+            f"logistic regression on the top {baselines.PROBE_RANK} principal components of "
+            f"{train_x[0].numel()} pixels; {len(train_y)} train, {len(test_y)} test images"
+        )
+        others = {"majority class": baselines.majority_class_accuracy(train_y, test_y)}
+        return Baseline("linear probe on pixels", probe, others, note)
 
     def build_model(self, variant: VariantSpec, config: TaskConfig, optim: OptimConfig) -> TaskModule:
         cfg = self._config(config)
@@ -112,9 +160,10 @@ class ImageClassificationTask(Task):
             embed_dim=cfg.d_model,
             depth=cfg.n_layers,
             num_heads=cfg.n_heads,
+            global_pool=cfg.global_pool,
         )
         return ImageClassifier(net, optim)
 
     def context_length(self, config: TaskConfig) -> int:
         cfg = self._config(config)
-        return (cfg.img_size // cfg.patch_size) ** 2 + 1  # patches + class token
+        return (cfg.img_size // cfg.patch_size) ** 2 + 1  # patches + class token (timm keeps it with "avg")

@@ -206,6 +206,18 @@ class VariantSpec(abc.ABC):
         """Why this variant cannot run `config`, or None when it can."""
         return None
 
+    def mechanism(self, config: AttentionConfig) -> tuple[object, ...] | None:
+        """What this variant computes at `config`, as a hashable key; None when it is its own.
+
+        Two variants with equal keys at a config are the same computation (e.g. GQA with as many KV
+        heads as query heads is QKV), so the harness runs only the first and marks the other n/a.
+        """
+        return None
+
+    def coincidence(self, config: AttentionConfig) -> str:
+        """Why the variant is the same computation as another at `config`, for the n/a reason."""
+        return f"at H={config.n_heads}"
+
     def bytes_per_token_per_layer(self, config: AttentionConfig, dtype: torch.dtype = torch.float16) -> int:
         return self.cache_layout(config).bytes_per_token_per_layer(dtype)
 

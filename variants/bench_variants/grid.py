@@ -212,6 +212,14 @@ class SharedProjectionVariant(VariantSpec):
             return f"tying Q=K needs as many KV heads as query heads ({h}), got {g}"
         return None
 
+    def mechanism(self, config: AttentionConfig) -> tuple[object, ...] | None:
+        # the grid point this preset lands on at `config`: GQA-4 at H=4 is QKV, Q-GQA-4 at H=4 is Q-K=V
+        return ("shared-projection", self.tie.value, self.n_kv_heads(config), self.positional_channels)
+
+    def coincidence(self, config: AttentionConfig) -> str:
+        g, h = self.n_kv_heads(config), config.n_heads
+        return f"at H={h} ({g} KV heads = {h} query heads)" if g == h else f"at H={h}"
+
     def build(self, config: AttentionConfig) -> Attention:
         reason = self.check(config)
         if reason:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -64,9 +64,17 @@ def vit(
     depth: int,
     num_heads: int,
     drop_rate: float = 0.0,
+    global_pool: str = "token",
 ) -> nn.Module:
-    """A timm `VisionTransformer` trained from scratch whose every block uses `variant`."""
+    """A timm `VisionTransformer` trained from scratch whose every block uses `variant`.
+
+    `global_pool` is timm's: "token" classifies from the class token, "avg" from the mean of the
+    patch tokens (which trains faster from few images).
+    """
     from timm.models.vision_transformer import VisionTransformer
+
+    if global_pool not in ("token", "avg"):
+        raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
 
     return VisionTransformer(
         img_size=img_size,
@@ -77,5 +85,6 @@ def vit(
         depth=depth,
         num_heads=num_heads,
         drop_rate=drop_rate,
+        global_pool=cast(Any, global_pool),  # checked above; timm types it as a Literal
         attn_layer=timm_attention(variant),
     )

@@ -1,0 +1,96 @@
+"""The bare PyTorch loop the harness is measured against: a task's own model and data, no Lightning.
+
+It does what a fit's training steps do and nothing else: the task module's `evaluate` (the same loss
+the harness trains on), backward, gradient-norm clipping as `OptimConfig.grad_clip` asks (Lightning's
+`gradient_clip_val`), and an AdamW step over the same parameter groups. It leaves out what only the
+harness does: metric bookkeeping and logging, the learning-rate schedule, callbacks, validation.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import lightning as L
+    import torch
+
+    from bench_tasks.base import OptimConfig, Task, TaskConfig
+    from bench_tasks.module import TaskModule
+    from bench_variants.base import VariantSpec
+
+
+@dataclass
+class BareSetup:
+    """A task's model, optimiser and training data, built the way `bench.train.fit` builds them."""
+
+    module: TaskModule
+    optimizer: torch.optim.Optimizer
+    datamodule: L.LightningDataModule
+    config: TaskConfig
+    grad_clip: float
+
+
+def adamw(module: TaskModule, optim: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over the parameter groups of `TaskModule.configure_optimizers` (decay on matrices only)."""
+    import torch
+
+    decay = [p for p in module.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in module.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas)
+
+
+def build(
+    task: Task, variant: VariantSpec, config: TaskConfig, optim: OptimConfig, data_dir: Path, seed: int
+) -> BareSetup:
+    """Seed, data (set up for fitting), model and optimiser; the data must already be prepared."""
+    import torch
+
+    torch.manual_seed(seed)
+    datamodule = task.datamodule(data_dir, config, seed)
+    datamodule.setup("fit")
+    module = task.build_model(variant, config, optim)
+    module.train()
+    return BareSetup(module, adamw(module, optim), datamodule, config, optim.grad_clip)
+
+
+def step(setup: BareSetup, batch: Any) -> None:
+    """One training step: loss, backward, clip, AdamW."""
+    import torch
+
+    loss, _ = setup.module.evaluate(batch)
+    setup.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if setup.grad_clip:
+        torch.nn.utils.clip_grad_norm_(setup.module.parameters(), setup.grad_clip)
+    setup.optimizer.step()
+
+
+def batches_per_epoch(config: TaskConfig, loader_length: int) -> int:
+    """Training batches per epoch as Lightning counts them under `limit_train_batches`."""
+    limit = config.limit_train_batches
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        return min(loader_length, limit)
+    return int(loader_length * float(limit))
+
+
+def planned_steps(config: TaskConfig, loader_length: int) -> int:
+    """Optimiser steps of a fit of `config`: epochs x batches, cut at `max_steps` when set."""
+    steps = batches_per_epoch(config, loader_length) * config.max_epochs
+    return min(steps, config.max_steps) if config.max_steps > 0 else steps
+
+
+def train_batches(setup: BareSetup) -> Iterator[Any]:
+    """The fit's training batches in order: one train loader, passed over once per epoch, limited as in a fit."""
+    loader = setup.datamodule.train_dataloader()
+    per_epoch = batches_per_epoch(setup.config, len(loader))
+    epochs = (itertools.islice(loader, per_epoch) for _ in itertools.count())
+    return itertools.islice(itertools.chain.from_iterable(epochs), planned_steps(setup.config, len(loader)))
+
+
+def first_batch(setup: BareSetup) -> Any:
+    return next(iter(setup.datamodule.train_dataloader()))
