@@ -178,7 +178,8 @@ def cost_figures(cell: Cell, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
         "kv_bytes_at_context": per_layer * cfg.n_layers * context,
         "kv_measured": None,
         "examples_per_second": sum(s["examples_per_second"] for s in per_seed) / len(per_seed),
-        "peak_memory_bytes": max(s["peak_memory_bytes"] for s in per_seed),
+        "peak_memory_bytes": max(s["peak_memory_bytes"] for s in per_seed),  # measured per fit
+        "peak_memory_growth_bytes": max(s.get("peak_memory_growth_bytes", 0) for s in per_seed),
         "train_seconds_per_fit": sum(s["train_seconds"] for s in per_seed) / len(per_seed),
     }
     if variant.supports.decoding and context * cfg.d_model * cfg.n_layers <= MEASURE_LIMIT:

@@ -93,7 +93,7 @@ def _add_perf_parser(commands: Any) -> None:
     perf.add_argument("--only", help=f"comma-separated measurements among {','.join(KINDS)} (default: all)")
     perf.add_argument("--repeats", type=int, help="rounds of every measurement (default: each its own, 3 to 15)")
     perf.add_argument("--out", type=Path, default=Path("results/perf"), help="results folder (default results/perf)")
-    perf.add_argument("--threads", type=int, help="torch threads (default: $BENCH_THREADS, else all cores)")
+    perf.add_argument("--threads", type=int, help="torch threads (default: $BENCH_THREADS; 1 if --quick; else all)")
     perf.add_argument("--data-dir", type=Path, default=None, help="data cache (default: $BENCH_DATA_DIR or ~/.cache)")
     perf.set_defaults(handler=_cmd_perf)
 

@@ -23,6 +23,9 @@ from bench.report import make_console
 from bench.store import ResultStore
 from bench.suites import Suite
 
+#: dispatch order of the task families under --jobs: the longest fits first, so no worker idles at the end
+FAMILY_COST_RANK = {"vision": 0, "anomaly": 1, "lm": 2, "synthetic": 3}
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -68,6 +71,9 @@ def run(suite: Suite, options: RunOptions) -> int:
         _record_data_failure(store, cell, failed_data[cell.task.id])
     todo = [c for c in todo if c.task.id not in failed_data]
     _baselines(todo, store, options.data_dir, console)
+    for cell in [c for c in todo if c.na_reason]:  # recorded here: nothing to compute
+        run_cell(cell, RunContext(store, storage_url(options), None, options.data_dir, RunProgress(console, 0)))
+    todo = [c for c in todo if not c.na_reason]
     if options.jobs > 1 and len(todo) > 1:
         _run_parallel(todo, suite, options, console)
     elif todo:
@@ -112,6 +118,7 @@ def _run_parallel(todo: list[matrix.Cell], suite: Suite, options: RunOptions, co
     threads = max(1, (os.cpu_count() or 1) // options.jobs)
     _context(options, ResultStore(options.results), console, 0)  # create the MLflow store once, not racing
     context = multiprocessing.get_context("spawn")
+    todo = sorted(todo, key=lambda c: FAMILY_COST_RANK.get(c.task.family, 0))  # long cells first: no idle tail
     with RunProgress(console, len(todo)) as progress, ProcessPoolExecutor(options.jobs, mp_context=context) as pool:
         futures = {pool.submit(_run_one, suite, options, c.task.id, c.variant.id, threads): c for c in todo}
         for future in as_completed(futures):
@@ -130,7 +137,9 @@ def _run_one(suite: Suite, options: RunOptions, task_id: str, variant_id: str, t
 
     torch.set_num_threads(threads)
     task = task_registry().get(task_id)
-    (cell,) = matrix.expand(suite, [task], [variant_registry().get(variant_id)])
+    # the task's whole row, so a variant that coincides with another keeps its n/a reason
+    row = matrix.expand(suite, [task], matrix.resolve_variants(suite, variant_registry()))
+    (cell,) = [c for c in row if c.variant.id == variant_id]
     store = ResultStore(options.results)
     ctx = _context(options, store, Console(file=io.StringIO()), 1)
     record = run_cell(cell, ctx)

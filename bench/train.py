@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import resource
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from bench.memory import PeakMemory
 
 if TYPE_CHECKING:
     import lightning as L
@@ -26,8 +27,9 @@ class FitResult:
     test: dict[str, float]
     train_seconds: float
     examples_per_second: float
-    peak_memory_bytes: int
+    peak_memory_bytes: int  # the process's peak resident (CPU) or allocated (CUDA) memory during this fit
     parameters: int
+    peak_memory_growth_bytes: int = 0  # how far that peak rose above the memory in use when the fit began
     data_source: dict[str, str] = field(default_factory=dict)
 
 
@@ -56,14 +58,6 @@ class _Throughput:
                 meter.examples += len(first)
 
         return Meter()
-
-
-def _peak_memory(device: str) -> int:
-    if device == "cuda":
-        import torch
-
-        return int(torch.cuda.max_memory_allocated())
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def share_initial_values(net: nn.Module, reference: nn.Module) -> int:
@@ -167,17 +161,19 @@ def fit(
         num_sanity_val_steps=0,
         log_every_n_steps=10,  # curves in MLflow without a database write per step
     )
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
-    train_seconds = time.perf_counter() - start
-    val = _stage(trainer.callback_metrics, "val")
-    test_metrics = _stage(trainer.test(module, datamodule=datamodule, verbose=False)[0], "test") if test else {}
+    with PeakMemory(device, interval_s=0.01) as memory:  # this fit's peak, not the process's lifetime one
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule)
+        train_seconds = time.perf_counter() - start
+        val = _stage(trainer.callback_metrics, "val")
+        test_metrics = _stage(trainer.test(module, datamodule=datamodule, verbose=False)[0], "test") if test else {}
     return FitResult(
         val=val,
         test=test_metrics,
         train_seconds=train_seconds,
         examples_per_second=meter.examples / meter.seconds if meter.seconds else 0.0,
-        peak_memory_bytes=_peak_memory(device),
+        peak_memory_bytes=memory.peak_bytes,
+        peak_memory_growth_bytes=memory.growth_bytes,
         parameters=sum(p.numel() for p in module.net.parameters()),
         data_source=source.as_dict(),
     )

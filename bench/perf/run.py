@@ -30,7 +30,8 @@ class PerfOptions:
         out: Folder of the result files.
         data_dir: Where the tasks' prepared data lives.
         threads: torch threads for every measurement (and `BENCH_THREADS` for the harness's fits);
-            None: `$BENCH_THREADS` if set, else torch's default.
+            None: `$BENCH_THREADS` if set, else 1 for quick runs (their tiny operators gain nothing
+            from a second thread, and lose most to other jobs), else torch's default.
     """
 
     kinds: tuple[str, ...]
@@ -55,7 +56,7 @@ def parse_kinds(value: str | None) -> tuple[str, ...]:
 
 
 @contextmanager
-def _threads(threads: int | None) -> Iterator[int]:
+def _threads(threads: int | None, quick: bool) -> Iterator[int]:
     """One torch thread count for every contender, restored afterwards.
 
     `bench.train.fit` applies `$BENCH_THREADS` itself, so the variable is set too: otherwise a
@@ -66,7 +67,7 @@ def _threads(threads: int | None) -> Iterator[int]:
     if threads is not None and threads < 1:
         raise ValueError(f"--threads {threads}: give a positive number of threads")
     before, env = torch.get_num_threads(), os.environ.get("BENCH_THREADS")
-    chosen = threads or (int(env) if env else before)
+    chosen = threads or (int(env) if env else 1 if quick else before)
     torch.set_num_threads(chosen)
     os.environ["BENCH_THREADS"] = str(chosen)
     try:
@@ -86,7 +87,7 @@ def run_perf(options: PerfOptions) -> int:
     if options.repeats is not None and options.repeats < 1:
         raise ValueError(f"--repeats {options.repeats}: give a positive number of rounds")
     console = make_console()
-    with _threads(options.threads) as threads:
+    with _threads(options.threads, options.quick) as threads:
         for kind in options.kinds:
             _run_kind(kind, options, threads, console)
     return 0

@@ -10,14 +10,19 @@ label-aware split of `test/` into validation and test halves):
 - `category` one of MVTec AD's 15: the real dataset at `<data_dir>/MVTecAD/<category>`, kind "real".
   anomalib downloads it (4.9 GB) only when the folder is missing and `BENCH_DOWNLOAD=1` is set.
 
-Model (pure torch, `MaskedPatchAutoencoder`): patches -> linear embedding -> `Encoder` with learned
-positions -> per-patch linear decoder to pixels. Training hides a random `mask_ratio` of the patches
-behind a learned token and reconstructs them from the visible ones (MSE on hidden patches): a patch
-cannot be copied through, so a defect, unpredictable from the normal texture around it, leaves a
-large error. At evaluation every patch is hidden exactly once (`eval_stride`^2 passes over a regular
-grid); the per-pixel squared error, Gaussian-smoothed by `smooth_sigma` (none at the default scale,
-whose defects include 1-2 px scratches), is the anomaly map; the image score is the mean of its top
-`top_k` fraction (its maximum at the default scale). Image and pixel AUROC use anomalib's `AUROC` metric.
+Model (pure torch, `MaskedPatchAutoencoder`): hidden patches' pixels are zeroed -> a convolutional
+stem embeds each patch with the visible pixels of its 3x3-patch neighbourhood (kernel 3P, stride P)
+-> `Encoder` with learned positions -> per-patch linear decoder to pixels. Training hides a random
+`mask_ratio` of the patches (flipped / rot90 images) behind a learned token and reconstructs them
+from the visible ones (MSE on hidden patches): a patch cannot be copied through, so a defect,
+unpredictable from the normal texture around it, leaves a large error. The stem is there because
+attention alone, from a lone mask token, takes hundreds of epochs to find the neighbours that
+predict a patch: with a per-patch linear embedding the default fit stayed at the error of
+predicting the mean pixel (normalised MSE 0.136 vs 0.139), while the stem gets 0.02 in 8 epochs.
+At evaluation every patch is hidden exactly once (`eval_stride`^2 passes over a regular grid); the
+per-pixel squared error, Gaussian-smoothed by `smooth_sigma` (none at the default scale, whose
+defects include 1-2 px scratches), is the anomaly map; the image score is the mean of its top
+`top_k` fraction (10% at the default scale). Image and pixel AUROC use anomalib's `AUROC` metric.
 """
 
 from __future__ import annotations
@@ -61,9 +66,10 @@ class MVTecConfig(TaskConfig):
     patch_size: int = 8
     mask_ratio: float = 0.25  # fraction of patches hidden per training image
     eval_stride: int = 2  # evaluation hides every eval_stride-th patch per axis, in eval_stride**2 passes
-    # defects include 1-2 px scratches at 64 px: smoothing or averaging many pixels washes them out
+    # defects include 1-2 px scratches at 64 px: smoothing washes them out (top 10% beat the max: measured)
     smooth_sigma: float = 0.0  # Gaussian smoothing of the anomaly map, in pixels (0: none)
     top_k: float = 0.0  # image score = mean of the highest top_k fraction of the map (0: its maximum)
+    augment: bool = True  # random flips and rot90 of training images (textures have no orientation to keep)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -72,7 +78,7 @@ class MVTecConfig(TaskConfig):
 def texture_source(root: Path, category: str) -> DataSource:
     """The proxy's `DataSource`; the note carries the build's manifest (image size and counts)."""
     manifest = " ".join((root / MANIFEST).read_text().split()) if (root / MANIFEST).is_file() else "not built yet"
-    note = f"category {category}; CC0 textures; train and test crops from disjoint rows; build {manifest}"
+    note = f"category {category}; CC0 textures; train and test crops from disjoint checkerboard tiles; build {manifest}"
     return DataSource(PROXY_NAME, "proxy", str(root), note)
 
 
@@ -264,7 +270,9 @@ class MaskedPatchAutoencoder(nn.Module):
         self.config = config
         self.grid = config.img_size // config.patch_size
         patch_dim = 3 * config.patch_size**2
-        self.embed = nn.Linear(patch_dim, config.d_model)
+        P = config.patch_size
+        # each patch sees its 8 neighbours' visible pixels: interpolation is local, attention refines it
+        self.embed = nn.Conv2d(3, config.d_model, kernel_size=3 * P, stride=P, padding=P)
         self.mask_token = nn.Parameter(torch.zeros(config.d_model))
         encoder = EncoderConfig(config.n_layers, config.d_model, config.n_heads, max_len=self.grid**2)
         self.encoder = Encoder(encoder, variant)
@@ -287,8 +295,11 @@ class MaskedPatchAutoencoder(nn.Module):
 
     def forward(self, x_BCHW: Tensor, hide_BN: Tensor) -> Tensor:
         """Predicted patches (B, N, 3*P*P) in normalised pixels; hidden patches are seen as the mask token."""
-        tokens_BND = self.embed(self.patchify(_normalise(x_BCHW)))
-        tokens_BND = torch.where(hide_BN[..., None], self.mask_token.to(tokens_BND.dtype), tokens_BND)
+        G, P = self.grid, self.config.patch_size
+        visible_B1HW = (~hide_BN).view(-1, 1, G, G).repeat_interleave(P, 2).repeat_interleave(P, 3)
+        x_BCHW = _normalise(x_BCHW) * visible_B1HW  # hidden pixels are 0 (grey) before any neighbour sees them
+        tokens_BND = self.embed(x_BCHW).flatten(2).transpose(1, 2)  # (B, N, D)
+        tokens_BND = tokens_BND + hide_BN[..., None] * self.mask_token.to(tokens_BND.dtype)
         return self.head(self.encoder(tokens_BND))
 
     def random_hide(self, batch: int, device: torch.device) -> Tensor:
@@ -323,6 +334,15 @@ class MaskedPatchAutoencoder(nn.Module):
     def score(self, map_BHW: Tensor) -> Tensor:
         """(B,) image anomaly scores from anomaly maps."""
         return top_k_mean(map_BHW, self.config.top_k)
+
+
+def augment(x_BCHW: Tensor) -> Tensor:
+    """Each image under one of the 8 flips/rotations of the square, drawn from the global RNG."""
+    B = x_BCHW.shape[0]
+    flip_B = torch.rand(B, device=x_BCHW.device) < 0.5
+    x_BCHW = torch.where(flip_B[:, None, None, None], x_BCHW.flip(-1), x_BCHW)
+    turns_B = torch.randint(0, 4, (B,)).tolist()
+    return torch.stack([torch.rot90(x_CHW, k, (-2, -1)) for x_CHW, k in zip(x_BCHW, turns_B, strict=True)])
 
 
 def _normalise(x_BCHW: Tensor) -> Tensor:
@@ -376,6 +396,8 @@ class AnomalyModule(TaskModule):
 
     def evaluate(self, batch: dict[str, Tensor]) -> tuple[Tensor, Sums]:
         images_BCHW = batch["image"]
+        if self.training and self.net.config.augment:
+            images_BCHW = augment(images_BCHW)
         loss = self.net.loss(images_BCHW, self.net.random_hide(images_BCHW.shape[0], images_BCHW.device))
         return loss, loss_sums(loss, images_BCHW.shape[0])
 
@@ -423,7 +445,7 @@ class AnomalyModule(TaskModule):
 
 _SCALES: dict[Scale, MVTecConfig] = {
     "smoke": MVTecConfig(d_model=32, n_layers=1, n_heads=2, batch_size=16, img_size=32, limit_train_batches=4),
-    "default": MVTecConfig(d_model=64, n_layers=2, n_heads=4, batch_size=32, max_epochs=8),
+    "default": MVTecConfig(d_model=64, n_layers=2, n_heads=4, batch_size=8, max_epochs=8, top_k=0.1),
     "paper": MVTecConfig(
         d_model=256, n_layers=6, n_heads=8, batch_size=32, max_epochs=100, img_size=128, smooth_sigma=1.0, top_k=0.001
     ),
@@ -434,13 +456,16 @@ class MVTecTask(Task):
     """Unsupervised image anomaly detection in MVTec AD's layout, scored by image AUROC."""
 
     id = "mvtec"
-    version = "2"  # 2: texture build v2 (200 test images), 4 heads of 16 at the default scale
+    version = "3"  # 3: checkerboard texture split (build v3), conv-stem context, flips, top-10% score
     family = "anomaly"
     metric = "image_auroc"
     higher_is_better = True
     causal = False
     description = "MVTec-style anomaly detection (train on good images), masked-patch ViT autoencoder, image AUROC"
     learn_margin = 0.02
+
+    def optim_defaults(self) -> dict[str, float]:
+        return {"lr": 1e-2}  # the default config's small batches (8) learn far faster at 1e-2 than 3e-3
 
     def config(self, scale: Scale) -> TaskConfig:
         return _SCALES[scale]

@@ -240,8 +240,8 @@ class MQARTask(DigitTask):
         self.version = "2"  # the default config packs each key-value pair into one position
 
     def config(self, scale: Scale) -> TaskConfig:
-        if scale == "default":  # 4 packed pairs, 12 queries of 16 keys: QKV ~0.7 after 64 steps, Q=K=V ~0.1
-            return dataclasses.replace(_SCALES["default"], vocab=32, n_train=4096, packed=True)
+        if scale == "default":  # 4 packed pairs, 12 queries of 16 keys: QKV ~0.8 after 80 steps, Q=K=V ~0.1
+            return dataclasses.replace(_SCALES["default"], vocab=32, n_train=5120, packed=True)
         base = _SCALES[scale]
         return SyntheticConfig(**{**base.as_dict(), "vocab": 64, "seq_len": max(16, base.seq_len)})
 

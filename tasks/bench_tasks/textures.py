@@ -3,9 +3,9 @@
 `build_textures(data_dir)` writes, once and atomically, `<data_dir>/mvtec-textures-v2/<category>/` for
 `brick`, `grass` and `gravel` (scikit-image `data.brick()`, `grass()`, `gravel()`, 512x512 grey):
 
-    train/good/000.png ...              crops from the top rows of the texture
-    test/good/000.png ...               crops from the bottom rows (disjoint from train)
-    test/<defect>/000.png ...           bottom-row crops with a defect pasted in
+    train/good/000.png ...              crops from the "white" tiles of a checkerboard over the texture
+    test/good/000.png ...               crops from the "black" tiles (no pixel shared with train)
+    test/<defect>/000.png ...           test-tile crops with a defect pasted in
     ground_truth/<defect>/000_mask.png  the defect's pixels (255) on 0
 
 Defects come from anomalib's `PerlinAnomalyGenerator` (the DRAEM recipe): a thresholded, rotated
@@ -35,7 +35,7 @@ from .base import DataError
 
 TEXTURES: tuple[str, ...] = ("brick", "grass", "gravel")
 DEFECTS: tuple[str, ...] = ("noise", "texture")
-FORMAT_VERSION = 2  # bump when a default build would change: the folder moves, so old trees are not reused
+FORMAT_VERSION = 3  # bump when a default build would change (the folder moves). 3: checkerboard tiles, 2: rows
 FOLDER = f"mvtec-textures-v{FORMAT_VERSION}"
 MANIFEST = "manifest.json"
 
@@ -50,8 +50,10 @@ class TextureSpec:
         n_train: Defect-free training images.
         n_test_good: Defect-free test images.
         n_test_defect: Test images per defect type.
-        train_rows: Fraction of the texture's rows that training crops come from; test crops come
-            from the rest, so no training pixel is ever seen at test time.
+        tiles: The texture is cut into tiles x tiles squares coloured as a checkerboard: training crops
+            come from one colour, test crops from the other. No training pixel is seen at test time,
+            yet both splits cover every band of rows and columns (the textures are not stationary:
+            brick's bricks grow and tilt from top to bottom, so a top/bottom split tests unseen bricks).
         min_defect_area: Smallest fraction of an image a defect may cover (smaller ones are redrawn).
     """
 
@@ -60,7 +62,7 @@ class TextureSpec:
     n_train: int = 240
     n_test_good: int = 200  # test/ is halved into val and test: 200 images (100 good) in each
     n_test_defect: int = 100
-    train_rows: float = 0.6
+    tiles: int = 2
     min_defect_area: float = 0.01
 
     def as_dict(self) -> dict[str, Any]:
@@ -84,15 +86,27 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def _crops(texture_HW: Tensor, n: int, rows: tuple[int, int], spec: TextureSpec) -> Tensor:
-    """`n` random `crop`-pixel squares from `rows` of the texture, resized to (n, 3, size, size) in [0, 1]."""
-    top, bottom = rows
-    if bottom - top < spec.crop or texture_HW.shape[1] < spec.crop:
-        raise ValueError(f"a {spec.crop}px crop does not fit in rows {top}..{bottom} of the texture")
-    ys = torch.randint(top, bottom - spec.crop + 1, (n,))
-    xs = torch.randint(0, texture_HW.shape[1] - spec.crop + 1, (n,))
-    crops_NHW = torch.stack([texture_HW[y : y + spec.crop, x : x + spec.crop] for y, x in zip(ys, xs, strict=True)])
-    small_N1SS = F.interpolate(crops_NHW[:, None], size=(spec.size, spec.size), mode="bilinear", antialias=True)
+def _tiles(spec: TextureSpec, side: int, colour: int) -> list[tuple[int, int, int]]:
+    """(top, left, tile side) of the checkerboard tiles of `colour` (0: train, 1: test) over a `side`-pixel texture."""
+    tile = side // spec.tiles
+    if tile < spec.crop:
+        raise ValueError(f"a {spec.crop}px crop does not fit in a {tile}px tile ({spec.tiles} tiles per side)")
+    cells = [(i, j) for i in range(spec.tiles) for j in range(spec.tiles) if (i + j) % 2 == colour]
+    return [(i * tile, j * tile, tile) for i, j in cells]
+
+
+def _crops(texture_HW: Tensor, n: int, colour: int, spec: TextureSpec) -> Tensor:
+    """`n` random `crop`-pixel squares inside the tiles of `colour`, resized to (n, 3, size, size) in [0, 1]."""
+    tiles = _tiles(spec, min(texture_HW.shape), colour)
+    which = torch.randint(0, len(tiles), (n,))
+    offsets = torch.randint(0, tiles[0][2] - spec.crop + 1, (n, 2))
+    crops = []
+    for k, (dy, dx) in zip(which.tolist(), offsets.tolist(), strict=True):
+        y, x = tiles[k][0] + dy, tiles[k][1] + dx
+        crops.append(texture_HW[y : y + spec.crop, x : x + spec.crop])
+    small_N1SS = F.interpolate(
+        torch.stack(crops)[:, None], size=(spec.size, spec.size), mode="bilinear", antialias=True
+    )
     return small_N1SS.clamp(0, 1).expand(-1, 3, -1, -1).contiguous()
 
 
@@ -126,10 +140,9 @@ def _write_category(out: Path, name: str, spec: TextureSpec, sources: Path) -> N
     from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
 
     texture_HW = torch.from_numpy(texture(name)).float() / 255
-    split = int(spec.train_rows * texture_HW.shape[0])
     with _seeded(zlib.crc32(name.encode())):
-        train = _crops(texture_HW, spec.n_train, (0, split), spec)
-        good = _crops(texture_HW, spec.n_test_good, (split, texture_HW.shape[0]), spec)
+        train = _crops(texture_HW, spec.n_train, 0, spec)
+        good = _crops(texture_HW, spec.n_test_good, 1, spec)
         for i, image in enumerate(train):
             _save_png(out / name / "train" / "good" / f"{i:03d}.png", image)
         for i, image in enumerate(good):
@@ -139,7 +152,7 @@ def _write_category(out: Path, name: str, spec: TextureSpec, sources: Path) -> N
             source = sources / name if defect == "texture" else None
             generator = PerlinAnomalyGenerator(anomaly_source_path=source, probability=1.0, blend_factor=(0.4, 1.0))
             generator.anomaly_source_paths.sort()  # rglob order is the filesystem's; the draw must not be
-            clean = _crops(texture_HW, spec.n_test_defect, (split, texture_HW.shape[0]), spec)
+            clean = _crops(texture_HW, spec.n_test_defect, 1, spec)
             images, masks = _defective(clean, generator, spec.min_defect_area)
             for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
                 _save_png(out / name / "test" / defect / f"{i:03d}.png", image)
