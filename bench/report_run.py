@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench.matrix import Cell
-from bench.stats import paired
+from bench.stats import metric_scale, paired
 from bench.store import ResultStore
 
 STATUS_STYLE = {"cached": "green", "partial": "yellow", "to run": "cyan", "n/a": "dim"}
@@ -73,7 +73,8 @@ def compare_with_baseline(store: ResultStore, cells: list[Cell], baseline: str) 
             metric = record["summary"]["metric"]
             mine = {s["seed"]: s["test"][metric] for s in record["per_seed"]}
             theirs = {s["seed"]: s["test"][metric] for s in base["per_seed"]}
-            comparison = paired(mine, theirs)
+            scale = metric_scale(metric, bool(record["task"].get("higher_is_better", True)))
+            comparison = paired(mine, theirs, scale)
             new = {"baseline": baseline, **(comparison.as_dict() if comparison else {})}
             if record.get("baseline_comparison") != new:
                 record["baseline_comparison"] = new

@@ -21,6 +21,7 @@ import pytest
 
 from bench_leaderboard import build, build_report
 from bench_leaderboard import claims as claims_mod
+from bench_leaderboard import tested as tested_mod
 from bench_leaderboard.build import board
 from bench_leaderboard.model import (
     DID_NOT_LEARN,
@@ -198,7 +199,8 @@ def test_rows_best_first_by_metric_direction(built: dict[str, Any]) -> None:
     assert reverse == ["qkv", "tied-kv", "evil", "tied-qkv-pos", "evil2", "tied-qkv", "mqa", "gqa4", "tied-kv-gqa4"]
     lm = [r["variant"] for r in group(built["data"], "lm")["rows"]]
     assert lm == ["qkv", "gqa4", "tied-kv", "tied-qkv", "tied-qk-pos"]  # lower perplexity first
-    assert [r["rank"] for r in group(built["data"], "lm")["rows"]] == [1.0, 2.0, 3.0, 4.0, None]
+    # tie-aware: QKV, GQA-4 and Q-K=V overlap and share rank 1; Q=K=V lies below all three
+    assert [r["rank"] for r in group(built["data"], "lm")["rows"]] == [1.0, 1.0, 1.0, 4.0, None]
     assert list(html_rows(built["html"], "lm")) == lm
 
 
@@ -454,7 +456,7 @@ def test_lower_is_better_gate_on_the_lm(bigram: float, learns: bool) -> None:
     data = board(records, [], {})
     lm = group(data, "lm")
     assert lm["gate"]["learns"] is learns
-    assert [r["rank"] for r in lm["rows"]] == ([1.0, 2.0, 3.0] if learns else [None, None, None])
+    assert [r["rank"] for r in lm["rows"]] == ([1.0, 1.0, 3.0] if learns else [None, None, None])  # tie-aware
     claims = {c["id"]: c["status"] for c in data["claims"]}
     assert claims["a"] == claims["b"] == (claims_mod.HELD if learns else claims_mod.INCONCLUSIVE)
     table4 = data["paper"][2]
@@ -539,13 +541,26 @@ def test_page_in_headless_chromium(built: dict[str, Any], tmp_path: Path) -> Non
             page.goto(built["report"].index.as_uri())
             order = "rows => rows.map(r => r.dataset.variant)"
             table = "#table-task-reverse-default"
+
+            def rows_after_click(previous: list[str]) -> list[str]:
+                # on a loaded machine the sort handler may land after `click` returns: wait for it
+                page.click(f"{table} thead th:nth-child(2)")  # the variant column
+                for _ in range(50):
+                    now = page.eval_on_selector_all(f"{table} tbody tr", order)
+                    if now != previous:
+                        break
+                    page.wait_for_timeout(100)
+                return list(now)
+
             before = page.eval_on_selector_all(f"{table} tbody tr", order)
-            page.click(f"{table} thead th:nth-child(2)")  # the variant column
-            after = page.eval_on_selector_all(f"{table} tbody tr", order)
-            page.click(f"{table} thead th:nth-child(2)")
-            again = page.eval_on_selector_all(f"{table} tbody tr", order)
+            after = rows_after_click(before)
+            again = rows_after_click(after)
             page.click(f"{table} tbody tr[data-variant=qkv] a[href^='#cell-']")
-            provenance_open = page.is_visible("#cell-reverse-qkv dl")
+            try:
+                page.wait_for_selector("#cell-reverse-qkv dl", state="visible", timeout=10_000)
+                provenance_open = True
+            except Exception:  # playwright's TimeoutError: the drill-down never opened
+                provenance_open = False
             page.wait_for_timeout(200)  # give any injected onerror handler the chance to fire
             xss = page.evaluate("typeof window.__xss")
             page.screenshot(path=str(tmp_path / "leaderboard.png"), full_page=True)
@@ -557,3 +572,85 @@ def test_page_in_headless_chromium(built: dict[str, Any], tmp_path: Path) -> Non
     assert xss == "undefined" and dialogs == []
     assert all(url.startswith("file:") for url in requests), requests
     assert (tmp_path / "leaderboard.png").stat().st_size > 10_000
+
+
+# --- statistics on the board: metric-aware intervals, BH stars, tie-aware ranks, aggregates, tested claims
+
+Q5, NEAR5 = [0.70, 0.72, 0.71, 0.73, 0.70], [0.701, 0.719, 0.712, 0.729, 0.702]
+LOW5, HIGH5, NOISY5 = [0.50, 0.52, 0.51, 0.53, 0.50], [0.80, 0.83, 0.81, 0.82, 0.80], [0.73, 0.69, 0.74, 0.68, 0.72]
+LM5, LM_NEAR5, LM_FAR5 = [20.0, 20.4, 20.2, 20.1, 20.3], [20.2, 20.5, 20.4, 20.2, 20.5], [25.0, 25.6, 25.2, 25.1, 25.4]
+
+
+def claim_result(records: list[dict[str, Any]], claim: str) -> dict[str, Any]:
+    return next(c for c in tested_mod.evaluate(cells_of(*records)) if c["id"] == claim)
+
+
+def plus5(task: str, base: list[float], with_plus: list[float]) -> list[dict[str, Any]]:
+    return both((task,), {"tied-qk": base, "tied-qkv": base, "tied-qk-pos": with_plus, "tied-qkv-pos": with_plus})
+
+
+TESTED_CASES = [
+    ("c", tested_mod.HELD, both(("reverse", "swap"), {"qkv": Q5, "tied-qkv": LOW5})),
+    ("c", tested_mod.NOT_HELD, both(("reverse", "swap"), {"qkv": LOW5, "tied-qkv": Q5})),
+    ("c", tested_mod.INCONCLUSIVE, both(("reverse",), {"qkv": Q5, "tied-qkv": LOW5})),  # swap missing
+    ("s", tested_mod.HELD, both(("reverse", "swap"), {"qkv": Q5, "tied-kv": NEAR5})),  # equivalent within 2 points
+    ("s", tested_mod.NOT_HELD, both(("reverse",), {"qkv": Q5, "tied-kv": LOW5})),  # 20 points below
+    ("s", tested_mod.INCONCLUSIVE, both(("reverse",), {"qkv": Q5, "tied-kv": NOISY5})),  # not different, not equivalent
+    ("a", tested_mod.HELD, both(("lm",), {"qkv": LM5, "tied-kv": LM_NEAR5})),
+    ("a", tested_mod.NOT_HELD, both(("lm",), {"qkv": LM5, "tied-kv": LM_FAR5})),
+    ("b", tested_mod.HELD, both(("lm",), {"qkv": LM5, "tied-kv": LM_NEAR5, "tied-qkv": LM_FAR5})),
+    ("b", tested_mod.NOT_HELD, both(("lm",), {"qkv": LM_FAR5, "tied-qkv": LM5})),
+    ("d", tested_mod.HELD, [r for t in ("reverse", "swap", "mnist") for r in plus5(t, LOW5, HIGH5)]),
+    ("d", tested_mod.NOT_HELD, [r for t in ("reverse", "swap", "mnist") for r in plus5(t, HIGH5, LOW5)]),
+    ("d", tested_mod.INCONCLUSIVE, plus5("reverse", LOW5, HIGH5)),  # one task: no test across tasks
+    ("e", tested_mod.HELD, [r for t in ("mnist", "fashion-mnist") for r in both((t,), {"qkv": Q5, **dict.fromkeys(
+        tested_mod.SHARING, NEAR5)})]),
+    ("e", tested_mod.NOT_HELD, [r for t in ("mnist", "fashion-mnist") for r in both((t,), {"qkv": Q5, **dict.fromkeys(
+        tested_mod.SHARING, LOW5)})]),
+    ("e", tested_mod.INCONCLUSIVE, both(("mnist",), {"qkv": Q5, "tied-kv": NEAR5})),  # other cells missing
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("claim", "expected", "records"), TESTED_CASES, ids=[f"{c}-{s}" for c, s, _ in TESTED_CASES])
+def test_tested_claims(claim: str, expected: str, records: list[dict[str, Any]]) -> None:
+    found = claim_result(records, claim)
+    assert found["status"] == expected, found["evidence"]
+    assert found["evidence"] and found["lean"]
+
+
+def test_inconclusive_claim_says_how_it_leans_and_seeds_needed() -> None:
+    found = claim_result(both(("reverse",), {"qkv": Q5, "tied-kv": NOISY5}), "s")
+    assert found["lean"] == "towards the claim" and found["seeds_needed"] is not None and found["seeds_needed"] > 5
+
+
+def test_board_statistics(built: dict[str, Any]) -> None:
+    data = built["data"]
+    assert data["schema_version"] == 2 and set(data["methods"]) == {"intervals", "stars", "ranks"}
+    for g in data["groups"]:
+        for r in g["rows"]:
+            if r["status"] == "ok" and r["metric"] == "accuracy":
+                assert 0.0 <= r["ci95_low"] <= r["ci95_high"] <= 1.0
+            if r["status"] == "ok" and r["metric"] == "perplexity":
+                assert 1.0 < r["ci95_low"] <= r["ci95_high"]
+    comps = [r["vs_baseline"] for g in data["groups"] for r in g["rows"] if r.get("vs_baseline")]
+    assert any(c["q_value"] is not None for c in comps)
+    assert all(c["significant"] == (c["q_value"] is not None and c["q_value"] < 0.05) for c in comps)
+    agg = data["overview"]["aggregates"]
+    assert agg["tasks"] and {a["variant"] for a in agg["rows"]} >= {"qkv"}
+    assert "interquartile mean" in built["html"] and 'id="table-tested-claims"' in built["html"]
+    header = built["report"].csv.read_text().splitlines()[0]
+    assert "ci_method" in header and "q_value" in header
+
+
+def test_tie_aware_ranks_share_rank_when_intervals_overlap() -> None:
+    data = board(both(("reverse",), {"qkv": Q5, "tied-kv": NEAR5, "tied-qkv": LOW5}), [], {})
+    ranks = {r["variant"]: r["rank"] for r in group(data, "reverse")["rows"]}
+    assert ranks == {"qkv": 1.0, "tied-kv": 1.0, "tied-qkv": 3.0}
+
+
+def test_record_without_per_seed_keeps_its_interval() -> None:
+    old = record("reverse", "tied-kv", Q5)
+    del old["per_seed"]
+    data = board([record("reverse", "qkv", Q5), old], [], {})
+    row = next(r for r in group(data, "reverse")["rows"] if r["variant"] == "tied-kv")
+    assert row["ci_method"] == "as recorded" and row["ci95_low"] == old["summary"]["ci95_low"]

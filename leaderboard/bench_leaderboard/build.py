@@ -21,7 +21,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from . import claims, model, paper, plots
+from . import claims, model, paper, plots, scoring, tested
 from .load import load_results
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -29,7 +29,8 @@ CSV_COLUMNS = (
     "task", "scale", "variant", "display_name", "state", "reason", "metric", "higher_is_better", "gate",
     "trivial_baseline", "trivial_baseline_value", "learn_margin", "rank",
     "mean", "ci95_low", "ci95_high", "n", "diff_vs_qkv", "diff_ci95_low", "diff_ci95_high", "diff_relative",
-    "significant", "p_value", "parameters", "n_heads", "kv_heads", "head_dim", "tensors_per_head",
+    "significant", "p_value", "q_value", "ci_method", "parameters", "n_heads", "kv_heads", "head_dim",
+    "tensors_per_head",
     "context_length", "kv_bytes_per_token", "kv_bytes_at_context",
     "kv_reduction", "kv_measured_bytes_held", "kv_measured_reduction", "examples_per_second",
     "best_params", "trials_finished", "trials_budget", "seeds", "data_kind", "data_name", "pareto_front", "git_sha",
@@ -69,15 +70,21 @@ def board(records: list[dict[str, Any]], problems: list[str], stale: Mapping[str
     cells = model.gated(model.current_cells(records, stale), excluded)
     left = [{"task": task, "why": why} for task, why in excluded.items()]  # in the groups' task order
     return {
-        "schema_version": 1,
+        "schema_version": 2,  # 2: metric-aware intervals, BH q-values, tie-aware ranks, aggregates, claim tests
         "cells": len(records),
         "problems": sorted(problems),
         "baseline": model.BASELINE,
         "mlflow_ui": model.MLFLOW_UI,
         "groups": groups,
-        "overview": {"mean_ranks": model.mean_ranks(groups), "left_out": left},
+        "overview": {
+            "aggregates": scoring.aggregates(groups, model.BASELINE),
+            "mean_ranks": model.mean_ranks(groups),
+            "left_out": left,
+        },
+        "methods": {"intervals": scoring.INTERVAL_NOTE, "stars": scoring.STAR_NOTE, "ranks": scoring.RANK_NOTE},
         "paper": paper.side_by_side(cells, excluded),
         "claims": claims.evaluate(cells, excluded),
+        "tested_claims": tested.evaluate(cells),
     }
 
 
@@ -119,6 +126,7 @@ def _csv_row(row: Mapping[str, Any], group: Mapping[str, Any]) -> dict[str, Any]
         "diff_relative": comp.get("relative"),
         "significant": comp.get("significant"),
         "p_value": comp.get("p_value"),
+        "q_value": comp.get("q_value"),
         "kv_measured_bytes_held": measured.get("bytes_held"),
         "seeds": " ".join(str(s) for s in row.get("seeds") or []),
         "data_kind": source.get("kind"),

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from . import scoring
+
 BASELINE = "qkv"
 MLFLOW_UI = "http://127.0.0.1:5000"  # where `bench ui` serves MLflow by default
 SCALE_RANK = {"paper": 3, "default": 2, "smoke": 1}
@@ -69,7 +71,7 @@ def _comparison(record: Mapping[str, Any], base_mean: float | None) -> dict[str,
         return None
     relative = diff / base_mean if base_mean else None
     keys = ("baseline", "n", "ci95_low", "ci95_high", "p_value", "significant")
-    return {**{k: comp.get(k) for k in keys}, "mean_diff": diff, "relative": relative}
+    return {**{k: comp.get(k) for k in keys}, "mean_diff": diff, "relative": relative, "q_value": None}
 
 
 def _kv(costs: Mapping[str, Any], base: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -128,16 +130,26 @@ def _params(record: Mapping[str, Any]) -> dict[str, Any]:
     return {"best_params": params, "params_source": "per_seed[0].params" if params else None}
 
 
+def _interval(record: Mapping[str, Any], values: Mapping[int, float]) -> dict[str, Any]:
+    """The cell's mean and metric-aware interval from its seeds, else the interval its file recorded."""
+    task = record["task"]
+    found = scoring.cell_interval(values, str(task["metric"]), bool(task["higher_is_better"]))
+    if found is not None:
+        return found
+    summary = _dict(record["summary"])
+    keys = ("mean", "ci95_low", "ci95_high", "n")
+    return {**{k: summary[k] for k in keys}, "std": _num(summary.get("std")), "ci_method": "as recorded"}
+
+
 def _ok_fields(record: Mapping[str, Any], base: Mapping[str, Any] | None) -> dict[str, Any]:
-    summary, costs, tuning = _dict(record["summary"]), _dict(record["costs"]), _dict(record["tuning"])
+    costs, tuning = _dict(record["costs"]), _dict(record["tuning"])
     base_summary = _dict(base.get("summary")) if base else {}
+    values = scoring.seed_values(record)
+    interval = _interval(record, values)
     return {
-        "mean": summary["mean"],
-        "ci95_low": summary["ci95_low"],
-        "ci95_high": summary["ci95_high"],
-        "n": summary["n"],
-        "ci_half": _half_width(summary["ci95_low"], summary["ci95_high"], summary["mean"]),
-        "std": _num(summary.get("std")),
+        **interval,
+        "ci_half": _half_width(interval["ci95_low"], interval["ci95_high"], interval["mean"]),
+        "seed_values": values,
         "vs_baseline": _comparison(record, _num(base_summary.get("mean"))),
         "parameters": costs.get("parameters"),
         **_kv(costs, _dict(base.get("costs")) if base else None),
@@ -189,17 +201,14 @@ def _order_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
     return (BUCKETS[row["state"]], value, row["variant"], row["cell_id"])
 
 
-def _assign_ranks(rows: list[dict[str, Any]]) -> None:
-    """Rank the fresh ok rows (already best-first); ties share the mean of their positions."""
-    ranked = [r for r in rows if r["state"] == "ok"]
-    i = 0
-    while i < len(ranked):
-        j = i
-        while j + 1 < len(ranked) and ranked[j + 1]["mean"] == ranked[i]["mean"]:
-            j += 1
-        for r in ranked[i : j + 1]:
-            r["rank"] = (i + j) / 2 + 1
-        i = j + 1
+def _compare_rows(rows: list[dict[str, Any]]) -> None:
+    """Recompute each row's paired comparison with the fresh QKV row from seeds (else keep the file's)."""
+    base = next((r for r in rows if r["variant"] == BASELINE and r["state"] == "ok"), None)
+    if base is None or not base.get("seed_values"):
+        return
+    for row in rows:
+        if row["status"] == "ok" and row.get("seed_values"):
+            row["vs_baseline"] = scoring.comparison(row, base) or row["vs_baseline"]
 
 
 def _task_order(task_id: str) -> tuple[int, str]:
@@ -327,8 +336,9 @@ def _group(
     gate = learn_gate(baseline, float(base["summary"]["mean"]) if base else None, bool(task["higher_is_better"]))
     if baseline is None and error:
         gate["reason"] += f" (computing it failed: {error})"
+    _compare_rows(rows)
     if gate["learns"]:
-        _assign_ranks(rows)
+        scoring.tie_aware_ranks(rows)
     counts = {state: sum(r["state"] == state for r in rows) for state in BUCKETS}
     task_id, scale = key
     return {
@@ -357,7 +367,11 @@ def make_groups(records: list[dict[str, Any]], stale: Mapping[str, str]) -> list
     for record in records:
         by_key[(record["task"]["id"], scale_of(record))].append(record)
     primary = primary_scales(records, stale)
-    return [_group(key, by_key[key], stale, primary.get(key[0]) == key[1]) for key in sorted(by_key, key=_group_order)]
+    groups = [
+        _group(key, by_key[key], stale, primary.get(key[0]) == key[1]) for key in sorted(by_key, key=_group_order)
+    ]
+    scoring.bh_stars(groups)
+    return groups
 
 
 def mean_ranks(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,0 +1,45 @@
+"""Statistics over seeds: metric-aware intervals, paired comparisons, corrections, equivalence, aggregates.
+
+Everything here takes numbers and returns numbers or frozen dataclasses; nothing reads files or
+renders HTML. `summarize` and `paired` keep their original meaning (a plain Student t interval)
+when called without a scale, so older callers read the same figures.
+"""
+
+from bench.stats.aggregate import BOOT_REPS, Aggregate, aggregate, iqm, normalise, probability_of_improvement
+from bench.stats.intervals import (
+    CLAMP,
+    METHODS,
+    Paired,
+    Summary,
+    interval_scale,
+    metric_scale,
+    paired,
+    summarize,
+    summarize_metric,
+    to_scale,
+)
+from bench.stats.testing import Equivalence, bh_adjust, holm_adjust, n_for_power, tost
+
+__all__ = [
+    "BOOT_REPS",
+    "CLAMP",
+    "METHODS",
+    "Aggregate",
+    "Equivalence",
+    "Paired",
+    "Summary",
+    "aggregate",
+    "bh_adjust",
+    "holm_adjust",
+    "interval_scale",
+    "iqm",
+    "metric_scale",
+    "n_for_power",
+    "normalise",
+    "paired",
+    "probability_of_improvement",
+    "summarize",
+    "summarize_metric",
+    "to_scale",
+    "tost",
+]

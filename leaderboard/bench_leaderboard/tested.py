@@ -1,0 +1,239 @@
+"""The study's empirical claims as statistical tests: paired t-tests and TOST, Holm across the claims.
+
+Each claim reads `Cells` (task id -> variant id -> fresh ok record, gated tasks only) and returns a
+support p-value (small: the data back the claim) and a contradiction p-value (small: the data go
+against it). Holm's step-down adjusts each family across the claims, so the chance of any wrong
+"held" (or any wrong "not held") verdict on the page stays below 5%. A claim neither side decides
+is "inconclusive", with the way its estimate leans and the seeds a paired t-test would need.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bench import stats
+
+from .model import BASELINE, Cells
+from .paper import PAPER_NAMES
+from .scoring import seed_values
+
+HELD, NOT_HELD, INCONCLUSIVE = "held", "not held", "inconclusive"
+ALPHA = 0.05
+SYNTHETIC_MARGIN = 0.02  # "within 2 points": accuracy difference
+DIGIT_MARGIN = 0.015  # "within about 1.5 points" on MNIST and Fashion-MNIST
+SHARING = ("tied-qk", "tied-kv", "tied-qkv")
+LM_MARGIN = math.log(1.05)  # "within a few percent": |log perplexity ratio| < log 1.05
+PLUS_PAIRS = (("tied-qk", "tied-qk-pos"), ("tied-qkv", "tied-qkv-pos"))
+Test = dict[str, Any]
+
+
+def _name(variant: str) -> str:
+    return PAPER_NAMES.get(variant, variant)
+
+
+def _diffs(cells: Cells, task: str, a: str, b: str) -> tuple[list[float], list[float], str] | None:
+    """Per-seed (a - b) on the test scale and on the natural scale, over shared seeds; None below 2 pairs."""
+    group = cells.get(task, {})
+    if a not in group or b not in group:
+        return None
+    x, y = seed_values(group[a]), seed_values(group[b])
+    seeds = sorted(set(x) & set(y))
+    if len(seeds) < 2:
+        return None
+    task_info = group[a]["task"]
+    scale = stats.metric_scale(str(task_info["metric"]), bool(task_info["higher_is_better"]))
+    t = stats.to_scale(scale)
+    return [t(x[s]) - t(y[s]) for s in seeds], [x[s] - y[s] for s in seeds], scale
+
+
+def _one_sided(diffs: Sequence[float], worse_if_positive: bool) -> tuple[float, float]:
+    """(p that the mean is on the claimed side, p that it is on the other side), paired t one-sided."""
+    from scipy import stats as sps
+
+    n = len(diffs)
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    t = mean / max(sd / math.sqrt(n), 1e-15)
+    below, above = float(sps.t.cdf(t, n - 1)), float(sps.t.sf(t, n - 1))
+    return (above, below) if worse_if_positive else (below, above)
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+
+
+def _missing(what: str) -> Test:
+    return {"support": None, "contra": None, "lean": "no data", "seeds_needed": None, "lines": [what]}
+
+
+def _directional(cells: Cells, pairs: Sequence[tuple[str, str, str]], expect: str) -> Test:
+    """Every (task, a, b): a worse ("worse") or better ("better") than b. Intersection-union: p = max."""
+    supports, contras, lines, needed, leans = [], [], [], [], []
+    for task, a, b in pairs:
+        found = _diffs(cells, task, a, b)
+        if found is None:
+            return _missing(f"{task}: {_name(a)} vs {_name(b)}: fewer than 2 shared seeds or a missing cell")
+        z, natural, scale = found
+        hib = bool(cells[task][a]["task"]["higher_is_better"])
+        worse_if_positive = not hib
+        sup, con = _one_sided(z, worse_if_positive if expect == "worse" else not worse_if_positive)
+        mean, sd = _mean_sd(z)
+        nat = stats.summarize(natural)
+        supports.append(sup)
+        contras.append(con)
+        leans.append(sup < con)
+        needed.append(stats.n_for_power(mean, sd) if sd > 0 else None)
+        lines.append(f"{task}: {_name(a)} - {_name(b)} = {nat.mean:+.4g} [95% CI {nat.ci95_low:+.4g}, "
+                     f"{nat.ci95_high:+.4g}] (natural), {mean:+.4g} on the {scale} "
+                     f"scale; one-sided p (claimed side) {sup:.3g}, (other side) {con:.3g}, n={len(z)}")  # fmt: skip
+    lean = "towards the claim" if all(leans) else "against the claim" if not any(leans) else "mixed"
+    seeds = max((n for n in needed if n is not None), default=None)
+    contra = min(1.0, min(contras) * len(contras))
+    return {"support": max(supports), "contra": contra, "lean": lean, "seeds_needed": seeds,
+            "lines": lines}  # fmt: skip
+
+
+def _equivalent(cells: Cells, tasks: Sequence[str], a: str, b: str, margin: float, natural: bool) -> Test:
+    """TOST of (a - b) within +-margin on every task (natural scale, else the test scale); p = max over tasks."""
+    supports, contras, lines, needed, inside = [], [], [], [], []
+    for task in tasks:
+        found = _diffs(cells, task, a, b)
+        if found is None:
+            lines.append(f"{task}: {_name(a)} vs {_name(b)} not tested (a cell is missing or has < 2 shared seeds)")
+            continue
+        z, nat, scale = found
+        values = nat if natural else z
+        eq = stats.tost(values, margin)
+        mean, sd = _mean_sd(values)
+        outside_p = min(
+            _one_sided([v - margin for v in values], False)[1], _one_sided([v + margin for v in values], False)[0]
+        )
+        supports.append(eq.p_value if eq.p_value is not None else 1.0)
+        contras.append(outside_p)
+        inside.append(abs(mean) < margin)
+        needed.append(stats.n_for_power(mean, sd, margin) if sd > 0 else None)
+        where = "natural" if natural else scale
+        lines.append(f"{task}: {_name(a)} - {_name(b)} = {mean:+.4g} ({where} scale), 90% CI [{eq.ci90_low:+.4g}, "
+                     f"{eq.ci90_high:+.4g}] vs margin +-{margin:.4g}; TOST p {supports[-1]:.3g}, n={eq.n}")  # fmt: skip
+    if not supports:
+        return _missing(f"{', '.join(tasks)}: no task with {_name(a)} and {_name(b)} on 2 or more shared seeds")
+    lean = "towards the claim" if all(inside) else "against the claim" if not any(inside) else "mixed"
+    seeds = None if None in needed else max(n for n in needed if n is not None)
+    return {"support": max(supports), "contra": min(1.0, min(contras) * len(contras)), "lean": lean,
+            "seeds_needed": seeds, "lines": lines}  # fmt: skip
+
+
+def _synthetic(cells: Cells) -> list[str]:
+    return sorted(t for t, g in cells.items() if g and next(iter(g.values()))["task"].get("family") == "synthetic")
+
+
+def _plus_helps(cells: Cells) -> Test:
+    """Per task and pair, (X)+ better than X; the claim needs both pairs to help on average over tasks."""
+    pairs = [
+        (t, plus, base) for base, plus in PLUS_PAIRS for t in sorted(cells) if base in cells[t] and plus in cells[t]
+    ]
+    per_pair = []
+    for base, plus in PLUS_PAIRS:
+        mine = [(t, p, b) for t, p, b in pairs if b == base]
+        if not mine:
+            return _missing(f"no task where both {_name(base)} and {_name(plus)} ran")
+        per_pair.append(_pair_over_tasks(cells, mine))
+    if any(p["support"] is None for p in per_pair):
+        return {**_missing(""), "lines": [line for p in per_pair for line in p["lines"]]}
+    lines = [line for p in per_pair for line in p["lines"]]
+    leans = {p["lean"] for p in per_pair}
+    contra = min(1.0, 2 * min(p["contra"] for p in per_pair))
+    return {"support": max(p["support"] for p in per_pair), "contra": contra,
+            "lean": leans.pop() if len(leans) == 1 else "mixed", "seeds_needed": None, "lines": lines}  # fmt: skip
+
+
+def _pair_over_tasks(cells: Cells, pairs: Sequence[tuple[str, str, str]]) -> Test:
+    """Per task the (X)+ vs X paired test; across tasks a t-test of the per-task mean gains (sign-aligned)."""
+    gains, lines = [], []
+    for task, plus, base in pairs:
+        found = _diffs(cells, task, plus, base)
+        if found is None:
+            continue
+        z, _, scale = found
+        sign = 1 if cells[task][plus]["task"]["higher_is_better"] else -1
+        mean = sign * sum(z) / len(z)
+        gains.append(mean)
+        sup, _ = _one_sided([sign * d for d in z], True)
+        lines.append(f"{task}: {_name(plus)} vs {_name(base)} gain {mean:+.4g} ({scale} scale), one-sided p {sup:.3g}")
+    if len(gains) < 2:
+        return {
+            "support": None,
+            "contra": None,
+            "lean": "no data",
+            "lines": [*lines, "fewer than 2 tasks to test across"],
+        }
+    sup, con = _one_sided(gains, True)
+    g = stats.summarize(gains)
+    lines.append(f"across {len(gains)} tasks: mean gain {g.mean:+.4g} [95% CI {g.ci95_low:+.4g}, {g.ci95_high:+.4g}], "
+                 f"one-sided p {sup:.3g}")  # fmt: skip
+    return {"support": sup, "contra": con, "lean": "towards the claim" if sup < con else "against the claim",
+            "lines": lines}  # fmt: skip
+
+
+def _digits_close(cells: Cells) -> Test:
+    """Each sharing variant equivalent to QKV within the margin on MNIST and Fashion-MNIST; p = max."""
+    parts = [_equivalent(cells, ["mnist", "fashion-mnist"], v, BASELINE, DIGIT_MARGIN, natural=True) for v in SHARING]
+    lines = [line for p in parts for line in p["lines"]]
+    if any(p["support"] is None for p in parts):
+        return {**_missing(""), "lines": lines}
+    leans = {p["lean"] for p in parts}
+    needed = [p["seeds_needed"] for p in parts]
+    return {"support": max(p["support"] for p in parts), "contra": min(1.0, 3 * min(p["contra"] for p in parts)),
+            "lean": leans.pop() if len(leans) == 1 else "mixed",
+            "seeds_needed": None if None in needed else max(needed), "lines": lines}  # fmt: skip
+
+
+def _lm_worst(cells: Cells) -> Test:
+    others = sorted(v for v in cells.get("lm", {}) if v != "tied-qkv")
+    if not others:
+        return _missing("lm: no variant to compare Q=K=V with")
+    return _directional(cells, [("lm", "tied-qkv", v) for v in others], "worse")
+
+
+Claim = tuple[str, str, Callable[[Cells], Test]]
+CLAIMS: tuple[Claim, ...] = (
+    ("c", "Q=K=V below QKV on REVERSE and on SWAP",
+     lambda c: _directional(c, [("reverse", "tied-qkv", BASELINE), ("swap", "tied-qkv", BASELINE)], "worse")),
+    ("s", f"Q-K=V within {SYNTHETIC_MARGIN * 100:.0f} points of QKV on every synthetic task (TOST)",
+     lambda c: _equivalent(c, _synthetic(c), "tied-kv", BASELINE, SYNTHETIC_MARGIN, natural=True)),
+    ("a", "Q-K=V within 5% of QKV perplexity on the LM (TOST on log perplexity, margin log 1.05)",
+     lambda c: _equivalent(c, ["lm"], "tied-kv", BASELINE, LM_MARGIN, natural=False)),
+    ("b", "Q=K=V clearly worst on the LM (worse than every other variant)", _lm_worst),
+    ("e", f"Q=K-V, Q-K=V and Q=K=V within {DIGIT_MARGIN * 100:.1f} points of QKV on MNIST and Fashion-MNIST (TOST)",
+     _digits_close),
+    ("d", "the + correction helps the symmetric variants (Q=K-V vs (Q=K-V)+, Q=K=V vs (Q=K=V)+)", _plus_helps),
+)  # fmt: skip
+
+
+def evaluate(cells: Cells) -> list[dict[str, Any]]:
+    """Every claim tested; Holm-adjusted support and contradiction p-values decide held / not held."""
+    tests = [(cid, text, check(cells)) for cid, text, check in CLAIMS]
+    support = _holm([t["support"] for _, _, t in tests])
+    contra = _holm([t["contra"] for _, _, t in tests])
+    out = []
+    for (cid, text, test), sup, con in zip(tests, support, contra, strict=True):
+        status = (
+            HELD if sup is not None and sup < ALPHA else NOT_HELD if con is not None and con < ALPHA else INCONCLUSIVE
+        )
+        out.append({"id": cid, "claim": text, "status": status, "p_support_holm": sup, "p_contra_holm": con,
+                    "lean": test["lean"], "seeds_needed": test.get("seeds_needed") if status == INCONCLUSIVE else None,
+                    "evidence": "\n".join(test["lines"])})  # fmt: skip
+    return out
+
+
+def _holm(p_values: Sequence[float | None]) -> list[float | None]:
+    present = [i for i, p in enumerate(p_values) if p is not None]
+    adjusted = stats.holm_adjust([float(p_values[i]) for i in present])  # type: ignore[arg-type]
+    out: list[float | None] = [None] * len(p_values)
+    for i, q in zip(present, adjusted, strict=True):
+        out[i] = q
+    return out
