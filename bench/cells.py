@@ -21,7 +21,7 @@ from bench.registry import variants as variant_registry
 from bench.stats import summarize
 from bench.store import ResultStore
 from bench.tracking import Tracker
-from bench.train import FitResult, fit
+from bench.train import Diverged, FitResult, fit
 from bench.tuning import TUNING_SEED, default_params, finished_trials, open_study, optim_config, search_space, tune
 
 MEASURE_LIMIT = 1 << 24  # context x width x layers beyond which decoding on the CPU is too slow to measure
@@ -77,6 +77,7 @@ def _child(ctx: RunContext, parent: str | None, cell: Cell, name: str, params: d
 
 
 def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, float], dict[str, Any]]:
+    import optuna
     from optuna_integration import PyTorchLightningPruningCallback
 
     task = cell.task
@@ -95,6 +96,8 @@ def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, fl
         try:
             result = _fit(cell, ctx, params, TUNING_SEED, run_id, test=False, callbacks=[pruner])
             status = "FINISHED"
+        except Diverged as exc:  # these settings blow up: a bad candidate, not a broken cell
+            raise optuna.TrialPruned(str(exc)) from exc
         finally:
             if ctx.tracker and run_id:
                 ctx.tracker.finish(run_id, status if status == "FINISHED" else "KILLED")
@@ -224,6 +227,8 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
             data_source=per_seed[0]["data_source"],
             timing={"tuning_seconds": tuned - started, "final_seconds": time.perf_counter() - tuned},
         )
+    except Diverged as exc:  # reported as such, never ranked; the finished seeds stay in partial/
+        record.update(status="diverged", reason=f"a final fit diverged: {exc}")
     except Exception as exc:  # one broken cell must not lose the others
         record.update(status="failed", reason=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8))
     if parent and ctx.tracker:

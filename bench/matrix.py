@@ -115,6 +115,8 @@ def status(cell: Cell, store: ResultStore, trials_done: int) -> str:
             done = store.load(path)
         except ValueError:
             done = {}
+        if done.get("status") == "diverged":
+            return "cached"  # deterministic for its id: running it again would diverge again
         seeds_done = {s["seed"] for s in done.get("per_seed", [])}
         if done.get("status") == "ok" and set(cell.suite.seeds) <= seeds_done and trials_done >= cell.suite.trials:
             return "cached"

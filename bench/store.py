@@ -12,6 +12,7 @@ message rather than misreading them.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -20,13 +21,28 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 
+def finite(value: Any) -> Any:
+    """`value` with every NaN or infinity replaced by None: result files are strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to a temp file in the same folder, then rename: readers never see half a file."""
+    """Write JSON to a temp file in the same folder, then rename: readers never see half a file.
+
+    Non-finite numbers are written as null, never as the invalid `NaN`/`Infinity`.
+    """
+    payload = finite(payload)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
+            json.dump(payload, handle, indent=2, sort_keys=True, allow_nan=False)
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())

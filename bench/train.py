@@ -33,6 +33,30 @@ class FitResult:
     data_source: dict[str, str] = field(default_factory=dict)
 
 
+class Diverged(RuntimeError):
+    """A fit whose training loss became non-finite: the cell is reported "diverged", never ranked."""
+
+    def __init__(self, step: int, loss: float) -> None:
+        super().__init__(f"training loss became {loss} at step {step}")
+        self.step, self.loss = step, loss
+
+
+def _finite_loss_guard() -> L.Callback:
+    """Stops a fit at the first non-finite training loss (argmax of NaN logits would still "score")."""
+    import lightning as L
+    import torch
+
+    class FiniteLoss(L.Callback):
+        def on_train_batch_end(
+            self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, idx: int
+        ) -> None:
+            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+            if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
+                raise Diverged(trainer.global_step, float(loss.detach().float().mean()))
+
+    return FiniteLoss()
+
+
 class _Throughput:
     """Counts training examples and time spent in training batches."""
 
@@ -151,7 +175,7 @@ def fit(
         limit_train_batches=config.limit_train_batches,
         limit_val_batches=0 if test else 1.0,  # final fits are scored on test; validation serves tuning only
         gradient_clip_val=optim.grad_clip or None,
-        callbacks=[meter.callback(), *(callbacks or [])],
+        callbacks=[_finite_loss_guard(), meter.callback(), *(callbacks or [])],
         logger=logger,
         enable_checkpointing=False,
         enable_progress_bar=progress,

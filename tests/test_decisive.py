@@ -93,3 +93,42 @@ def test_task_defaults_override_the_shared_ones() -> None:
     cell_sub = matrix.cell_id(sub, variants().get("qkv"), sub.config("default"))
     changed = type(sub)("sub", sub.config("default"), lr=2e-3)
     assert matrix.cell_id(changed, variants().get("qkv"), sub.config("default")) != cell_sub
+
+
+class _BlowsUp(torch.nn.Module):
+    """Wraps a variant's attention and returns NaN from the third training call on."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x: torch.Tensor, **kw: object) -> torch.Tensor:
+        self.calls += 1
+        out = self.inner(x, **kw)
+        return out * float("nan") if self.training and self.calls > 2 else out
+
+
+def test_a_fit_whose_loss_turns_nan_ends_as_diverged(tmp_path: Path) -> None:
+    from bench.train import Diverged, fit
+    from bench_variants.base import replace
+
+    qkv = variants().get("qkv")
+
+    class NaNVariant(type(qkv)):  # type: ignore[misc]
+        def build(self, config: object) -> torch.nn.Module:  # type: ignore[override]
+            return _BlowsUp(super().build(config))  # type: ignore[arg-type]
+
+    spec = NaNVariant(**{f.name: getattr(qkv, f.name) for f in dataclasses.fields(qkv)})
+    spec = replace(spec, id="nan-after-2-steps")
+    task = tasks().get("reverse")
+    with pytest.raises(Diverged, match="training loss became nan at step"):
+        fit(task, spec, task.config("smoke"), OptimConfig(), seed=0, data_dir=tmp_path)
+
+
+def test_result_files_never_hold_nan(tmp_path: Path) -> None:
+    import json
+
+    from bench.store import write_json_atomic
+
+    write_json_atomic(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": 2.5}})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [1.0, None], "c": {"d": 2.5}}

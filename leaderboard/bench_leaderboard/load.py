@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "n/a", "failed")
+STATUSES = ("ok", "n/a", "failed", "diverged")
 
 # (path, expected type) checked on every record; dotted paths reach into nested objects
 COMMON_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (

@@ -25,7 +25,7 @@ TASK_ORDER = (
     "reverse", "sort", "sub", "swap", "copy", "mqar", "mnist", "fashion-mnist", "cifar10", "cifar100",
     "tinyimagenet", "set-anomaly", "mvtec", "lm",
 )  # fmt: skip
-BUCKETS = {"ok": 0, "stale": 1, "failed": 2, "n/a": 3}
+BUCKETS = {"ok": 0, "stale": 1, "failed": 2, "diverged": 2, "n/a": 3}
 LEARNS, DID_NOT_LEARN, NO_BASELINE, GATE_UNKNOWN = "learns", "did not learn", "no baseline", "gate unknown"
 
 #: task id -> variant id -> the record the claims and the paper comparison read
