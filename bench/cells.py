@@ -196,6 +196,7 @@ def cost_figures(cell: Cell, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
             "bytes_held": check.bytes_held,
             "bytes_derived": check.bytes_derived,
             "max_abs_logit_diff_vs_full_pass": check.max_abs_diff,
+            "decode_tokens_per_second": check.tokens_per_second,  # batch 1, token by token from an empty cache
         }
     return costs
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,12 @@ class DecodeCheck:
     bytes_held: int
     bytes_derived: int
     max_abs_diff: float
+    n_tokens: int = 0
+    seconds: float = 0.0  # decoding the n_tokens one at a time, batch 1
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.n_tokens / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def bytes_match(self) -> bool:
@@ -68,8 +75,11 @@ def measure_decoding(spec: VariantSpec, config: GPTConfig, n_tokens: int, seed: 
     with torch.no_grad():
         full_1TV = model(idx_1T)
         caches = model.new_cache(batch_size=1, capacity=n_tokens)
+        start = time.perf_counter()
         steps = [model(idx_1T[:, t : t + 1], caches=caches) for t in range(n_tokens)]
+        seconds = time.perf_counter() - start
     step_1TV = torch.cat(steps, dim=1)
     held = sum(c.nbytes for c in caches)
     derived = spec.kv_cache_bytes(config.block.attention, config.n_layers, n_tokens, torch.float32)
-    return DecodeCheck(spec.id, held, derived, (full_1TV - step_1TV).abs().max().item())
+    diff = (full_1TV - step_1TV).abs().max().item()
+    return DecodeCheck(spec.id, held, derived, diff, n_tokens, seconds)

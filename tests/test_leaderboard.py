@@ -90,7 +90,8 @@ def kv_bytes(variant: str, measured: float = 1.0) -> dict[str, Any]:
     return {
         "kv_bytes_per_token": per_token, "kv_bytes_per_token_per_layer": per_token,
         "kv_bytes_at_context": per_token * 16, "context_length": 16, "n_layers": 1, "kv_dtype": "float16",
-        "kv_measured": {"dtype": "float32", "tokens": 16, "bytes_held": held, "bytes_derived": per_token * 32},
+        "kv_measured": {"dtype": "float32", "tokens": 16, "bytes_held": held, "bytes_derived": per_token * 32,
+                        "decode_tokens_per_second": 1234.0},
         "attention": {"n_heads": HEADS, "kv_heads": kv_heads, "head_dim": D_HEAD, "tensors_per_head": tensors},
     }  # fmt: skip
 
@@ -117,7 +118,8 @@ def record(task: str, variant: str, values: list[float] | None, base: list[float
                       for i, v in enumerate(values)],
             tuning={"trials_budget": 4, "trials_finished": 4, "search_space": {"lr": ["log", 1e-4, 1e-2]},
                     "best_params": BEST_PARAMS},
-            costs={"parameters": 1000, "examples_per_second": 500.0, **kv_bytes(variant)},
+            costs={"parameters": 1000, "examples_per_second": 500.0, "peak_memory_bytes": 3 * 2**20,
+                   **kv_bytes(variant)},
             data_source={"kind": "synthetic", "name": f"{task} data", "origin": "generated", "note": ""},
         )  # fmt: skip
     if values is not None and base is not None:
@@ -654,3 +656,17 @@ def test_record_without_per_seed_keeps_its_interval() -> None:
     data = board([record("reverse", "qkv", Q5), old], [], {})
     row = next(r for r in group(data, "reverse")["rows"] if r["variant"] == "tied-kv")
     assert row["ci_method"] == "as recorded" and row["ci95_low"] == old["summary"]["ci95_low"]
+
+
+def test_measured_costs_are_shown_and_exported(built: dict[str, Any]) -> None:
+    rows = group(built["data"], "reverse")["rows"]
+    qkv = next(r for r in rows if r["variant"] == "qkv")
+    assert (qkv["examples_per_second"], qkv["decode_tokens_per_second"], qkv["peak_memory_bytes"]) == (
+        500.0,
+        1234.0,
+        3 * 2**20,
+    )
+    csv_text = built["report"].csv.read_text()
+    assert "decode_tokens_per_second" in csv_text.splitlines()[0] and ",1234.0," in csv_text
+    html = built["report"].index.read_text()
+    assert "decode tok/s" in html and "3 MiB" in html

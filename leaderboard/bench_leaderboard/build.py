@@ -33,6 +33,7 @@ CSV_COLUMNS = (
     "tensors_per_head",
     "context_length", "kv_bytes_per_token", "kv_bytes_at_context",
     "kv_reduction", "kv_measured_bytes_held", "kv_measured_reduction", "examples_per_second",
+    "decode_tokens_per_second", "peak_memory_bytes",
     "best_params", "trials_finished", "trials_budget", "seeds", "data_kind", "data_name", "pareto_front", "git_sha",
     "created_at", "mlflow_url", "cell_id",
 )  # fmt: skip
@@ -168,6 +169,10 @@ def _int(value: Any) -> str:
     return "–" if value is None or isinstance(value, bool) else f"{value:,.0f}"
 
 
+def _mib(value: Any) -> str:
+    return "–" if value is None or isinstance(value, bool) else f"{value / 2**20:,.0f} MiB"
+
+
 def _pct(value: Any, signed: bool = False) -> str:
     if value is None:
         return "–"
@@ -199,7 +204,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(num=_num, int=_int, pct=_pct, sortkey=_sortkey, pretty=_pretty, params=_params)
+    env.filters.update(num=_num, int=_int, mib=_mib, pct=_pct, sortkey=_sortkey, pretty=_pretty, params=_params)
     return env
 
 

@@ -154,6 +154,8 @@ def _ok_fields(record: Mapping[str, Any], base: Mapping[str, Any] | None) -> dic
         "parameters": costs.get("parameters"),
         **_kv(costs, _dict(base.get("costs")) if base else None),
         "examples_per_second": _num(costs.get("examples_per_second")),
+        "peak_memory_bytes": _num(costs.get("peak_memory_bytes")),
+        "decode_tokens_per_second": _num(_dict(costs.get("kv_measured")).get("decode_tokens_per_second")),
         "trials_finished": tuning.get("trials_finished"),
         "trials_budget": tuning.get("trials_budget"),
         "search_space": _dict(tuning.get("search_space")),
