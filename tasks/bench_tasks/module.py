@@ -55,7 +55,11 @@ class TaskModule(L.LightningModule, abc.ABC):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss, sums = self.evaluate(batch)
         self._accumulate("train", sums)
-        self.log("train/loss_step", loss.detach(), prog_bar=False)
+        # straight to the logger every `log_every_n_steps`: `self.log` on every step costs ~0.5 ms,
+        # 10% of a small model's step on the CPU
+        step, every = self.global_step, self.trainer.log_every_n_steps
+        if self.logger is not None and every and step % every == 0:
+            self.logger.log_metrics({"train/loss_step": float(loss.detach())}, step=step)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
