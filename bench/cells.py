@@ -83,6 +83,10 @@ def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, fl
     task = cell.task
     space = search_space(task)
     defaults = default_params(task)
+    if cell.suite.trials == 0:  # no tuning: the task's defaults, and no study to open
+        searched = {k: list(v) for k, v in space.items()}
+        return defaults, {"trials_budget": 0, "trials_finished": 0, "best_params": defaults, "defaults": defaults,
+                          "search_space": searched, "split": "none (not tuned)"}  # fmt: skip
     study = open_study(
         cell.id, ctx.storage, task.higher_is_better, sampler_key=f"{task.id}:{cell.suite.scale}", defaults=defaults
     )

@@ -132,3 +132,21 @@ def test_result_files_never_hold_nan(tmp_path: Path) -> None:
 
     write_json_atomic(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": 2.5}})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [1.0, None], "c": {"d": 2.5}}
+
+
+def test_no_tuning_runs_the_task_defaults_without_a_study(tmp_path: Path) -> None:
+    import json
+
+    from bench.pipeline import run
+
+    suite = smoke().override(tasks=("sub",), variants=("qkv", "gqa4"), trials=0, seeds=(0, 1))
+    options = RunOptions(results=tmp_path / "results", data_dir=tmp_path / "data", tracking_uri="none")
+    assert run(suite, options) == 0
+    records = {
+        r["variant"]["id"]: r for r in (json.loads(p.read_text()) for p in (tmp_path / "results/cells").glob("*.json"))
+    }
+    tuning = records["qkv"]["tuning"]
+    assert tuning["trials_budget"] == 0 and tuning["best_params"] == default_params(tasks().get("sub"))
+    assert [s["params"] for s in records["qkv"]["per_seed"]] == [tuning["best_params"]] * 2
+    assert records["qkv"]["baseline"]["name"] and records["qkv"]["baseline"]["learn_margin"] == 0.10
+    assert records["gqa4"]["status"] == "n/a"  # smoke has 2 heads: 4 KV heads cannot be shared

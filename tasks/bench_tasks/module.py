@@ -57,7 +57,7 @@ class TaskModule(L.LightningModule, abc.ABC):
         self._accumulate("train", sums)
         # straight to the logger every `log_every_n_steps`: `self.log` on every step costs ~0.5 ms,
         # 10% of a small model's step on the CPU
-        step, every = self.global_step, self.trainer.log_every_n_steps
+        step, every = self.global_step, getattr(self.trainer, "log_every_n_steps", 50)  # set at run time
         if self.logger is not None and every and step % every == 0:
             self.logger.log_metrics({"train/loss_step": float(loss.detach())}, step=step)
         return loss
