@@ -83,8 +83,8 @@ def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, fl
     task = cell.task
     space = search_space(task)
     defaults = default_params(task)
+    searched = {k: list(v) for k, v in space.items()}
     if cell.suite.trials == 0:  # no tuning: the task's defaults, and no study to open
-        searched = {k: list(v) for k, v in space.items()}
         return defaults, {"trials_budget": 0, "trials_finished": 0, "best_params": defaults, "defaults": defaults,
                           "search_space": searched, "split": "none (not tuned)"}  # fmt: skip
     study = open_study(
@@ -116,7 +116,7 @@ def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, fl
         "pruner": "median",
         "trials_budget": cell.suite.trials,
         "trials_finished": finished_trials(study),
-        "search_space": {k: list(v) for k, v in space.items()},
+        "search_space": searched,
         "best_params": best,
         "best_value": _best_value(study),
         "defaults": defaults,

@@ -11,7 +11,7 @@ import io
 import json
 import math
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -75,18 +75,7 @@ def write_npm_tarball(path: Path, per_class: int, bad_member: str | None = None)
     return images
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("BENCH_DOWNLOAD", raising=False)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # these models are tiny: a second thread only waits on the other jobs sharing the CPU (3x slower)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("offline", "one_thread")
 
 
 @pytest.fixture(scope="module")
