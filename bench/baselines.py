@@ -60,16 +60,12 @@ def ensure(cells: list[Cell], store: ResultStore, data_dir: Path) -> dict[str, d
 
 
 def load_or_compute(task: Task, config: TaskConfig, store: ResultStore, data_dir: Path) -> dict[str, Any]:
-    path = baseline_path(store, task, config)
-    if path.exists():
-        try:
-            entry: dict[str, Any] = json.loads(path.read_text())
-            return entry
-        except (OSError, json.JSONDecodeError):
-            pass  # recomputed below
-    entry = compute(task, config, data_dir)
-    if "error" not in entry:
-        write_json_atomic(path, entry)
+    """The stored baseline, else computed now and stored (an unreadable file is recomputed)."""
+    entry = stored(task, config, store)
+    if entry is None:
+        entry = compute(task, config, data_dir)
+        if "error" not in entry:
+            write_json_atomic(baseline_path(store, task, config), entry)
     return entry
 
 
