@@ -7,6 +7,7 @@ curves straight into its nested run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,52 @@ EXPERIMENT = "bench"
 
 def default_tracking_uri(results_dir: Path) -> str:
     return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
+
+
+#: metric points a batched logger holds before writing them (MLflow takes at most 1000 per batch)
+FLUSH_POINTS = 500
+
+
+def batched_logger(tracking_uri: str, run_id: str) -> MLFlowLogger:
+    """Lightning's `MLFlowLogger`, holding metric points until an epoch's metrics are saved or the fit ends.
+
+    Each `log_batch` is a database transaction (about 3 ms on SQLite); one per logged training step
+    cost 1-2% of a small fit. Points keep their own step and time, so the curves are the same.
+    """
+    import time
+
+    from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow.entities import Metric
+
+    class BatchedMLFlowLogger(MLFlowLogger):
+        def __init__(self) -> None:
+            super().__init__(experiment_name=EXPERIMENT, tracking_uri=tracking_uri, run_id=run_id)
+            self._pending: list[Metric] = []
+
+        def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+            stamp = int(time.time() * 1000)
+            self._pending += [
+                Metric(key=k, value=float(v), timestamp=stamp, step=step or 0)
+                for k, v in metrics.items()
+                if not isinstance(v, str)
+            ]
+            if len(self._pending) >= FLUSH_POINTS:
+                self.flush()
+
+        def flush(self) -> None:
+            if self._pending:
+                pending, self._pending = self._pending, []
+                self.experiment.log_batch(run_id=self.run_id, metrics=pending)
+
+        def save(self) -> None:  # Lightning calls this after logging an epoch's metrics
+            self.flush()
+            super().save()
+
+        def finalize(self, status: str = "success") -> None:
+            self.flush()
+            super().finalize(status)
+
+    return BatchedMLFlowLogger()
 
 
 class Tracker:
@@ -57,10 +104,8 @@ class Tracker:
         return str(run.info.run_id)
 
     def logger(self, run_id: str) -> MLFlowLogger:
-        """A Lightning logger writing a fit's metric curves into `run_id`."""
-        from lightning.pytorch.loggers import MLFlowLogger
-
-        return MLFlowLogger(experiment_name=EXPERIMENT, tracking_uri=self.uri, run_id=run_id)
+        """A Lightning logger writing a fit's metric curves into `run_id`, in batches (see `batched_logger`)."""
+        return batched_logger(self.uri, run_id)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -31,6 +32,9 @@ class FitResult:
     parameters: int
     peak_memory_growth_bytes: int = 0  # how far that peak rose above the memory in use when the fit began
     data_source: dict[str, str] = field(default_factory=dict)
+    steps: int = 0  # optimiser steps taken
+    step_seconds: float = 0.0  # first step's start to last step's end, validation taken out
+    eval_seconds: float = 0.0  # validation passes during training
 
 
 class Diverged(RuntimeError):
@@ -41,47 +45,67 @@ class Diverged(RuntimeError):
         self.step, self.loss = step, loss
 
 
-def _finite_loss_guard() -> L.Callback:
-    """Stops a fit at the first non-finite training loss (argmax of NaN logits would still "score")."""
-    import lightning as L
-    import torch
+class _Monitor:
+    """One callback for what a fit watches every step (each callback costs Lightning dispatch per hook).
 
-    class FiniteLoss(L.Callback):
-        def on_train_batch_end(
-            self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, idx: int
-        ) -> None:
-            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-            if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
-                raise Diverged(trainer.global_step, float(loss.detach().float().mean()))
-
-    return FiniteLoss()
-
-
-class _Throughput:
-    """Counts training examples and time spent in training batches."""
+    It stops the fit at the first non-finite training loss (argmax of NaN logits would still "score"),
+    counts training examples and the time inside training batches (throughput), and keeps the span from
+    the first step's start to the last step's end with the validation passes inside it (`bench perf`).
+    """
 
     def __init__(self) -> None:
         self.examples = 0
-        self.seconds = 0.0
+        self.batch_seconds = 0.0
+        self.steps = 0
+        self.first: float | None = None
+        self.last = 0.0
+        self.evals: list[tuple[float, float]] = []
         self._start = 0.0
+
+    def step_seconds(self) -> float:
+        """First step's start to last step's end, validation passes taken out."""
+        if self.first is None:
+            return 0.0
+        inside = [(a, b) for a, b in self.evals if a >= self.first and b <= self.last]
+        return self.last - self.first - sum(b - a for a, b in inside)
+
+    def eval_seconds(self) -> float:
+        return sum(b - a for a, b in self.evals)
 
     def callback(self) -> L.Callback:
         import lightning as L
+        import torch
 
-        meter = self
+        monitor = self
 
-        class Meter(L.Callback):
+        class Monitor(L.Callback):
             def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, idx: int) -> None:
-                meter._start = time.perf_counter()
+                monitor._start = time.perf_counter()
+                if monitor.first is None:
+                    monitor.first = monitor._start
 
             def on_train_batch_end(
                 self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, idx: int
             ) -> None:
-                meter.seconds += time.perf_counter() - meter._start
+                now = time.perf_counter()
+                loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+                if isinstance(loss, torch.Tensor):
+                    value = float(loss.detach().float().mean())
+                    if not math.isfinite(value):
+                        raise Diverged(trainer.global_step, value)
                 first = batch[0] if isinstance(batch, list | tuple) else next(iter(batch.values()))
-                meter.examples += len(first)
+                monitor.examples += len(first)
+                monitor.batch_seconds += now - monitor._start
+                monitor.steps += 1
+                monitor.last = now
 
-        return Meter()
+            def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+                monitor.evals.append((time.perf_counter(), 0.0))
+
+            def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+                monitor.evals[-1] = (monitor.evals[-1][0], time.perf_counter())
+
+        return Monitor()
 
 
 def share_initial_values(net: nn.Module, reference: nn.Module) -> int:
@@ -103,6 +127,19 @@ def share_initial_values(net: nn.Module, reference: nn.Module) -> int:
                 tensor.copy_(other)
                 copied += 1
     return copied
+
+
+def skip_absent_gpu_probe() -> None:
+    """On a machine without a usable GPU, hide CUDA devices from this process (it has none to use).
+
+    Every AdamW step asks `torch.accelerator` whether a GPU is available; with none, torch re-probes
+    NVML each time (loading the library anew), about 60 us per step: 1-3% of a small CPU fit. An empty
+    `CUDA_VISIBLE_DEVICES` answers at once. Nothing changes where a GPU is usable or the variable is set.
+    """
+    import torch
+
+    if "CUDA_VISIBLE_DEVICES" not in os.environ and not torch.cuda.is_available():
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
 def _stage(metrics: Mapping[str, Any], stage: str) -> dict[str, float]:
@@ -148,6 +185,7 @@ def fit(
     from bench_tasks.base import DataSource
 
     quiet_lightning()
+    skip_absent_gpu_probe()
     L.seed_everything(seed, workers=True, verbose=False)
     threads = os.environ.get("BENCH_THREADS")
     if threads:
@@ -165,7 +203,7 @@ def fit(
             reference = task.build_model(init_reference, config, optim)
         share_initial_values(module.net, reference.net)
         del reference
-    meter = _Throughput()
+    monitor = _Monitor()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     trainer = L.Trainer(
         accelerator=device,
@@ -174,8 +212,7 @@ def fit(
         max_steps=config.max_steps,
         limit_train_batches=config.limit_train_batches,
         limit_val_batches=0 if test else 1.0,  # final fits are scored on test; validation serves tuning only
-        gradient_clip_val=optim.grad_clip or None,
-        callbacks=[_finite_loss_guard(), meter.callback(), *(callbacks or [])],
+        callbacks=[monitor.callback(), *(callbacks or [])],
         logger=logger,
         enable_checkpointing=False,
         enable_progress_bar=progress,
@@ -195,9 +232,12 @@ def fit(
         val=val,
         test=test_metrics,
         train_seconds=train_seconds,
-        examples_per_second=meter.examples / meter.seconds if meter.seconds else 0.0,
+        examples_per_second=monitor.examples / monitor.batch_seconds if monitor.batch_seconds else 0.0,
         peak_memory_bytes=memory.peak_bytes,
         peak_memory_growth_bytes=memory.growth_bytes,
         parameters=sum(p.numel() for p in module.net.parameters()),
         data_source=source.as_dict(),
+        steps=monitor.steps,
+        step_seconds=monitor.step_seconds(),
+        eval_seconds=monitor.eval_seconds(),
     )

@@ -2,7 +2,7 @@
 
 It does what a fit's training steps do and nothing else: the task module's `evaluate` (the same loss
 the harness trains on), backward, gradient-norm clipping as `OptimConfig.grad_clip` asks (Lightning's
-`gradient_clip_val`), and an AdamW step over the same parameter groups. It leaves out what only the
+`gradient_clip_val`), and the same (fused) AdamW step over the same parameter groups. It leaves out what only the
 harness does: metric bookkeeping and logging, the learning-rate schedule, callbacks, validation.
 """
 
@@ -34,28 +34,21 @@ class BareSetup:
     grad_clip: float
 
 
-def adamw(module: TaskModule, optim: OptimConfig) -> torch.optim.AdamW:
-    """AdamW over the parameter groups of `TaskModule.configure_optimizers` (decay on matrices only)."""
-    import torch
-
-    decay = [p for p in module.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in module.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas)
-
-
 def build(
     task: Task, variant: VariantSpec, config: TaskConfig, optim: OptimConfig, data_dir: Path, seed: int
 ) -> BareSetup:
     """Seed, data (set up for fitting), model and optimiser; the data must already be prepared."""
     import torch
 
+    from bench.train import skip_absent_gpu_probe
+
+    skip_absent_gpu_probe()  # as a fit does
     torch.manual_seed(seed)
     datamodule = task.datamodule(data_dir, config, seed)
     datamodule.setup("fit")
     module = task.build_model(variant, config, optim)
     module.train()
-    return BareSetup(module, adamw(module, optim), datamodule, config, optim.grad_clip)
+    return BareSetup(module, module.build_optimizer(), datamodule, config, optim.grad_clip)
 
 
 def step(setup: BareSetup, batch: Any) -> None:

@@ -30,7 +30,6 @@ from bench.perf import bare
 from bench.perf.common import PerfContext, Spread, best_ratio, goal_text, interleave, paired_ratios
 
 if TYPE_CHECKING:
-    import lightning as L
     from rich.console import RenderableType
 
     from bench.tracking import Tracker
@@ -79,48 +78,6 @@ class FitTiming:
         return self.total_s - self.train_s - self.eval_s
 
 
-class _StepClock:
-    """Times a Lightning fit's training steps and validation passes through callback hooks."""
-
-    def __init__(self) -> None:
-        self.steps = 0
-        self.first: float | None = None
-        self.last = 0.0
-        self.evals: list[tuple[float, float]] = []
-        self._eval_start = 0.0
-
-    def train_seconds(self) -> float:
-        if self.first is None:
-            return 0.0
-        inside = [(a, b) for a, b in self.evals if a >= self.first and b <= self.last]
-        return self.last - self.first - sum(b - a for a, b in inside)
-
-    def eval_seconds(self) -> float:
-        return sum(b - a for a, b in self.evals)
-
-    def callback(self) -> L.Callback:
-        import lightning as L
-
-        clock = self
-
-        class Clock(L.Callback):
-            def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, idx: int) -> None:
-                if clock.first is None:
-                    clock.first = time.perf_counter()
-
-            def on_train_batch_end(self, *args: Any) -> None:
-                clock.last = time.perf_counter()
-                clock.steps += 1
-
-            def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-                clock._eval_start = time.perf_counter()
-
-            def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-                clock.evals.append((clock._eval_start, time.perf_counter()))
-
-        return Clock()
-
-
 @dataclass(frozen=True)
 class _Tracking:
     tracker: Tracker
@@ -148,17 +105,15 @@ def harness_fit(
     from bench.train import fit
     from bench_tasks.base import OptimConfig
 
-    clock = _StepClock()
     with PeakMemory() as memory:
         start = time.perf_counter()
         tags = {"task": task.id, "variant": variant.id, "suite": "perf"}
         run_id = run.tracker.child_run(run.parent, f"{task.id}-harness", tags, {"seed": seed})
         logger = run.tracker.logger(run_id)
-        fit(task, variant, config, OptimConfig(), seed=seed, data_dir=data_dir, test=False, logger=logger,
-            callbacks=[clock.callback()])  # fmt: skip
+        result = fit(task, variant, config, OptimConfig(), seed=seed, data_dir=data_dir, test=False, logger=logger)
         run.tracker.finish(run_id)
         total = time.perf_counter() - start
-    return FitTiming(total, clock.train_seconds(), clock.eval_seconds(), clock.steps, memory.as_dict())
+    return FitTiming(total, result.step_seconds, result.eval_seconds, result.steps, memory.as_dict())
 
 
 def bare_fit(task: Task, variant: VariantSpec, config: TaskConfig, seed: int, data_dir: Path) -> FitTiming:

@@ -25,6 +25,22 @@ def split_seed(run_seed: int, split: str) -> int:
     return run_seed * len(SPLITS) + offset if split == "train" else 10_000 + offset
 
 
+class BatchIndexed(TensorDataset):
+    """A `TensorDataset` that a loader reads a batch at a time: one index per tensor, not a stack per example.
+
+    The batches (order, content, the list the default collate gives) are the same; a batch of 128
+    sequences costs ~35 us instead of ~245.
+    """
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, ...]:
+        index = torch.as_tensor(indices)
+        return tuple(tensor[index] for tensor in self.tensors)
+
+
+def _as_list(batch: tuple[Tensor, ...]) -> list[Tensor]:
+    return list(batch)
+
+
 class SplitDataModule(L.LightningDataModule, abc.ABC):
     """Datasets per split, built on first `setup`; seeded loaders over them."""
 
@@ -43,13 +59,11 @@ class SplitDataModule(L.LightningDataModule, abc.ABC):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            collate_fn=self.collate_fn,
-        )
+        dataset: Dataset = self.datasets[split]
+        collate: Callable[[Any], Any] | None = self.collate_fn
+        if type(dataset) is TensorDataset and collate is None:
+            dataset, collate = BatchIndexed(*dataset.tensors), _as_list
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, generator=generator, collate_fn=collate)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
