@@ -69,7 +69,8 @@ def resolve_variants(suite: Suite, registry: Registry[Any]) -> list[VariantSpec]
     names: list[str] = []
     for name in suite.variants:
         if name == BUILTIN:
-            names += [n for n in registry.names() if registry.origin(n) == BUILTIN_DISTRIBUTION]
+            builtin = [n for n in registry.names() if registry.origin(n) == BUILTIN_DISTRIBUTION]
+            names += [n for n in builtin if not registry.get(n).ablates()]  # ablations: their own suite
         else:
             names.append(name)
     specs = registry.resolve(names)

@@ -78,7 +78,30 @@ def paper() -> Suite:
     )  # fmt: skip
 
 
-SUITES: dict[str, Callable[[], Suite]] = {"smoke": smoke, "default": default, "paper": paper}
+def plus_ablation() -> Suite:
+    """The "+" correction taken apart: each symmetric "+" variant without its learned scale, then
+    without its per-key bias, beside the variant and its plain form, on the default suite's cheap
+    non-causal tasks (the cells it shares with `default` are that suite's, so they are not rerun).
+    """
+    return Suite(
+        "plus-ablation",
+        tasks=("reverse", "sort", "sub", "swap", "copy", "mqar", "set-anomaly"),
+        variants=(
+            "qkv", "tied-qk", "tied-qk-pos", "tied-qk-pos-fixed-scale", "tied-qk-pos-no-bias",
+            "tied-qkv", "tied-qkv-pos", "tied-qkv-pos-fixed-scale", "tied-qkv-pos-no-bias",
+        ),
+        scale="default",
+        trials=0,
+        seeds=(0, 1, 2, 3, 4),
+    )  # fmt: skip
+
+
+SUITES: dict[str, Callable[[], Suite]] = {
+    "smoke": smoke,
+    "default": default,
+    "paper": paper,
+    "plus-ablation": plus_ablation,
+}
 
 
 def get_suite(name: str) -> Suite:

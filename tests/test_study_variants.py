@@ -34,14 +34,14 @@ def test_every_study_variant_is_registered() -> None:
 
 @pytest.mark.parametrize("spec", [s for s in GRID if s.tie.query_is_key], ids=lambda s: s.id)
 def test_tied_query_key_scores(spec: SharedProjectionVariant) -> None:
-    """Q=K makes pre-softmax scores exactly symmetric; the "+" correction must break that."""
+    """Q=K makes pre-softmax scores exactly symmetric; the "+" correction's bias must break that."""
     module = _build(spec)
     if spec.positional_channels:
         with torch.no_grad():
             module.pos_weight.normal_()
     s_BHTT = module.scores(torch.randn(2, 9, 32))
     asymmetry = (s_BHTT - s_BHTT.transpose(-1, -2)).abs().max().item()
-    if spec.positional_channels:
+    if spec.positional_channels and spec.plus_bias:
         assert asymmetry > 1e-2
     else:
         assert asymmetry == 0.0
@@ -139,3 +139,24 @@ def test_check_explains_impossible_grid_points(kv_heads: int, n_heads: int, tie:
     spec = SharedProjectionVariant("x", "X", tie, kv_heads=kv_heads)
     reason = spec.check(AttentionConfig(16 * n_heads, n_heads))
     assert (reason is None) == ok
+
+
+@pytest.mark.parametrize("plus", [P.TIED_QK_POS, P.TIED_QKV_POS], ids=lambda s: s.id)
+def test_plus_ablations_take_away_one_part_each(plus: SharedProjectionVariant) -> None:
+    """fixed scale: S' = S + P w + b; no bias: S' = S sum(w); both otherwise the same module as `plus`."""
+    specs = (plus, P._plus_ablation(plus, "scale"), P._plus_ablation(plus, "bias"))
+    full, fixed, no_bias = (_build(s).double() for s in specs)
+    with torch.no_grad():
+        full.pos_weight.normal_()
+        full.pos_bias.fill_(0.3)
+    _copy_weights(full, fixed)
+    _copy_weights(full, no_bias)
+    x = torch.randn(2, 7, 32, dtype=torch.double)
+    plain = P.TIED_QK if plus.tie is Tie.QK else P.TIED_QKV
+    base = _build(plain).double()
+    base.load_state_dict({k: v for k, v in full.state_dict().items() if not k.startswith("pos_")})
+    s, scale = base.scores(x), full.pos_weight.sum()
+    bias = full.scores(x) - s * scale  # P w + b
+    torch.testing.assert_close(fixed.scores(x), s + bias)
+    torch.testing.assert_close(no_bias.scores(x), s * scale)
+    assert plus.ablates() is None and P._plus_ablation(plus, "scale").ablates() == plus.id

@@ -1,8 +1,8 @@
 """Build the static leaderboard: results store -> one model -> index.html, leaderboard.json, leaderboard.csv.
 
 The page is self-contained (inline CSS, a few lines of plain JS, inline SVG; no network). No result
-data is ever placed inside a <script>: the sorting script reads `data-sort` attributes, and every
-string reaches the page through Jinja's autoescaping. Same results in, byte-identical files out.
+data is ever placed inside a <script>: the script reads `data-` attributes (sort keys, per-seed
+values for the compare view), and every string reaches the page through Jinja's autoescaping. Same results in, byte-identical files out.
 """
 
 from __future__ import annotations
@@ -86,12 +86,41 @@ def board(records: list[dict[str, Any]], problems: list[str], stale: Mapping[str
         "paper": paper.side_by_side(cells, excluded),
         "claims": claims.evaluate(cells, excluded),
         "tested_claims": tested.evaluate(cells),
+        "compare": compare_view(groups),
+        "plus_ablation": tested.plus_ablation(model.gated(model.current_cells(records, stale, True), excluded)),
     }
+
+
+def compare_view(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the compare view needs: every variant with a fresh result, and per task its per-seed values.
+
+    The page's script pairs the chosen variants' seeds itself (mean difference with a t interval over
+    shared seeds, the same figure as `stats.paired` gives on the natural scale), so any 2-4 of them
+    can be compared without a table per pair. Values travel as `data-` attributes, never as script.
+    """
+    names: dict[str, str] = {}
+    tasks = []
+    for group in groups:
+        if not group["primary"]:
+            continue
+        rows = [r for r in group["rows"] if r["state"] == "ok" and r.get("seed_values")]
+        for row in rows:
+            names.setdefault(row["variant"], row["display_name"])
+        seeds = {
+            r["variant"]: ";".join(f"{seed}:{value!r}" for seed, value in sorted(r["seed_values"].items()))
+            for r in rows
+        }
+        tasks.append({"task": group["task"], "anchor": group["anchor"], "family": group["family"],
+                      "metric": group["metric"], "higher_is_better": group["higher_is_better"],
+                      "learns": group["gate"]["learns"], "seeds": seeds})  # fmt: skip
+    order = sorted(names, key=lambda v: (v != model.BASELINE, v))
+    families = sorted({t["family"] for t in tasks if t["family"]})
+    return {"variants": [{"id": v, "name": names[v]} for v in order], "tasks": tasks, "families": families}
 
 
 def _mark_front(group: dict[str, Any]) -> None:
     """Flag the rows on the group's Pareto front (fewer KV bytes per token, better quality); none unless it learns."""
-    rows = [r for r in group["rows"] if r["state"] == "ok" and r.get("kv_bytes_per_token") is not None]
+    rows = [r for r in group["rows"] if model.competes(r) and r.get("kv_bytes_per_token") is not None]
     rows = rows if group["gate"]["learns"] else []
     front = set(plots.pareto_front([(r["kv_bytes_per_token"], r["mean"]) for r in rows], group["higher_is_better"]))
     for row in group["rows"]:
@@ -154,9 +183,10 @@ def render_csv(data: Mapping[str, Any]) -> str:
 
 
 def render_json(data: Mapping[str, Any]) -> str:
-    """The model as JSON, keys sorted; the SVG geometry is left out (it is layout, not data)."""
+    """The model as JSON, keys sorted; the SVG geometry and the compare view are left out (layout, not data)."""
     groups = [{k: v for k, v in g.items() if k != "plot"} for g in data["groups"]]
-    return json.dumps({**data, "groups": groups}, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    rest = {k: v for k, v in data.items() if k != "compare"}  # the page's view of per-seed values in groups
+    return json.dumps({**rest, "groups": groups}, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def _num(value: Any, spec: str = ".4g") -> str:

@@ -176,6 +176,7 @@ def make_row(record: Mapping[str, Any], stale_reason: str | None, base: Mapping[
         "suite": str(record.get("suite") or ""),
         "variant": variant["id"],
         "display_name": variant["display_name"],
+        "ablates": str(variant.get("ablates") or "") or None,
         "variant_fields": {k: str(v) for k, v in sorted(variant.items()) if k not in ("id", "display_name")},
         "status": status,
         "state": "stale" if stale_reason and status == "ok" else status,
@@ -194,6 +195,15 @@ def make_row(record: Mapping[str, Any], stale_reason: str | None, base: Mapping[
     if status == "ok":
         row.update(_ok_fields(record, base))
     return row
+
+
+def competes(row: Mapping[str, Any]) -> bool:
+    """A fresh ok row of a design (not an ablation): what ranks, stars, fronts and plots take."""
+    return row["state"] == "ok" and not row.get("ablates")
+
+
+def is_ablation(record: Mapping[str, Any]) -> bool:
+    return bool(_dict(record.get("variant")).get("ablates"))
 
 
 def _order_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -241,12 +251,17 @@ def primary_scales(records: Sequence[Mapping[str, Any]], stale: Mapping[str, str
 
 
 def current_cells(
-    records: Sequence[Mapping[str, Any]], stale: Mapping[str, str]
+    records: Sequence[Mapping[str, Any]], stale: Mapping[str, str], ablations: bool = False
 ) -> dict[str, dict[str, Mapping[str, Any]]]:
-    """task id -> variant id -> the fresh ok record at the task's primary scale (what the claims read)."""
+    """task id -> variant id -> the fresh ok record at the task's primary scale (what the claims read).
+
+    Ablations are left out unless `ablations` (the ablation report reads them beside their variants).
+    """
     primary = primary_scales(records, stale)
     found: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for record in _fresh_ok(records, stale):
+        if is_ablation(record) and not ablations:
+            continue
         task = record["task"]["id"]
         if scale_of(record) == primary[task]:
             found[(task, record["variant"]["id"])].append(record)

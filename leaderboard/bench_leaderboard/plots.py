@@ -87,6 +87,46 @@ def _short(name: str, limit: int = 18) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
+CHAR_W, LABEL_H = 5.8, 11.0  # a 10px system-ui label: width per character (generous), line height
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_labels(
+    points: Sequence[tuple[float, float]], labels: Sequence[str], bounds: Box
+) -> list[dict[str, Any] | None]:
+    """A spot for each label beside its point where it overlaps no other label, no point and stays in `bounds`.
+
+    Points come in priority order (the first gets the first choice). Candidates: right of the point,
+    then left, each level, above and below, then further up and down. A label with no free spot is
+    None: its point keeps its tooltip, and the caller lists it under the plot.
+
+    Returns:
+        Per label {"x", "y", "anchor"} (SVG text position, baseline) or None.
+    """
+    taken: list[Box] = [(x - 5, y - 5, x + 5, y + 5) for x, y in points]  # every point's marker
+    out: list[dict[str, Any] | None] = []
+    for (x, y), label in zip(points, labels, strict=True):
+        width = len(label) * CHAR_W
+        spot = None
+        for dy in (-5, 4, 14, -14, 24, -24, 34, -34):
+            for side in (1, -1):
+                x0 = x + 7 if side > 0 else x - 7 - width
+                box = (x0, y + dy - LABEL_H + 2, x0 + width, y + dy + 2)  # baseline at y + dy
+                inside = bounds[0] <= box[0] and box[2] <= bounds[2] and bounds[1] <= box[1] and box[3] <= bounds[3]
+                if inside and not any(_overlaps(box, t) for t in taken):
+                    spot = {"x": round(x0, 2), "y": round(y + dy, 2), "anchor": "start"}
+                    taken.append(box)
+                    break
+            if spot:
+                break
+        out.append(spot)
+    return out
+
+
 def _at_heads(rows: Sequence[Mapping[str, Any]]) -> str:
     """The suffix ", at H=8" when all these cache figures were computed at one head count; else empty."""
     heads = {r.get("n_heads") for r in rows}
@@ -104,11 +144,12 @@ def scatter(group: Mapping[str, Any]) -> dict[str, Any]:
         no row has both a result and a cache size, and no point is on the front when the group's
         learning gate did not pass.
     """
-    rows = [r for r in group["rows"] if r["state"] == "ok" and r.get("kv_bytes_per_token") is not None]
+    rows = [r for r in group["rows"] if r["state"] == "ok" and not r.get("ablates")]
+    rows = [r for r in rows if r.get("kv_bytes_per_token") is not None]
     base: dict[str, Any] = {"width": WIDTH, "height": HEIGHT, "left": LEFT, "top": TOP, "right": WIDTH - RIGHT}
     base.update(bottom=HEIGHT - BOTTOM, y_label=f"{group['metric']} ({group['direction']})")
     if not rows:
-        return {**base, "points": [], "x_ticks": [], "y_ticks": [], "front_path": "", "x_label": ""}
+        return {**base, "points": [], "x_ticks": [], "y_ticks": [], "front_path": "", "x_label": "", "unlabelled": []}
     pts = [(float(r["kv_bytes_per_token"]), float(r["mean"])) for r in rows]
     # a task whose QKV does not beat the trivial baseline has no meaningful front: points only
     front = pareto_front(pts, group["higher_is_better"]) if group["gate"]["learns"] else []
@@ -126,6 +167,18 @@ def scatter(group: Mapping[str, Any]) -> dict[str, Any]:
         }
         for i, (r, (x, y)) in enumerate(zip(rows, pts, strict=True))
     ]
+    # labels: the front first, then best quality first, so the points a reader looks for get the room
+    sign = 1 if group["higher_is_better"] else -1
+    order = sorted(range(len(points)), key=lambda i: (not points[i]["front"], -sign * pts[i][1], i))
+    bounds = (LEFT + 1, TOP, WIDTH - 2, HEIGHT - BOTTOM - 1)
+    spots = place_labels(
+        [(points[i]["cx"], points[i]["cy"]) for i in order], [points[i]["label"] for i in order], bounds
+    )
+    unlabelled = []
+    for i, spot in zip(order, spots, strict=True):
+        points[i]["label_at"] = spot
+        if spot is None:
+            unlabelled.append(rows[i]["display_name"])
     path = " ".join(f"{'M' if k == 0 else 'L'}{points[i]['cx']},{points[i]['cy']}" for k, i in enumerate(front))
     return {
         **base,
@@ -133,5 +186,6 @@ def scatter(group: Mapping[str, Any]) -> dict[str, Any]:
         "x_ticks": [{"pos": round(x_of(v), 2), "label": s} for v, s in x_ticks],
         "y_ticks": [{"pos": round(y_of(v), 2), "label": s} for v, s in y_ticks],
         "front_path": path,
+        "unlabelled": unlabelled,
         "x_label": f"KV-cache bytes per token (fp16{_at_heads(rows)}{', log scale' if log else ''})",
     }

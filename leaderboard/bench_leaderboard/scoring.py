@@ -65,7 +65,7 @@ def comparison(row: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any
 
 def tie_aware_ranks(rows: Sequence[dict[str, Any]]) -> None:
     """rank = 1 + the number of fresh ok rows whose interval lies wholly on the better side of this row's."""
-    ranked = [r for r in rows if r["state"] == "ok"]
+    ranked = [r for r in rows if r["state"] == "ok" and not r.get("ablates")]  # ablations are not ranked
     for row in ranked:
         if row["higher_is_better"]:
             better = sum(o["ci95_low"] > row["ci95_high"] for o in ranked if o is not row)
@@ -83,7 +83,7 @@ def bh_stars(groups: Sequence[Mapping[str, Any]]) -> int:
             if not comp or row["variant"] == comp.get("baseline"):
                 continue
             comp["significant"], comp["q_value"] = False, None
-            counted = group["primary"] and group["gate"]["learns"] and row["state"] == "ok"
+            counted = group["primary"] and group["gate"]["learns"] and row["state"] == "ok" and not row.get("ablates")
             if counted and comp.get("p_value") is not None:
                 family.append(comp)
     for comp, q in zip(family, stats.bh_adjust([c["p_value"] for c in family]), strict=True):

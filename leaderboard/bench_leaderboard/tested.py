@@ -10,7 +10,7 @@ is "inconclusive", with the way its estimate leans and the seeds a paired t-test
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bench import stats
@@ -147,13 +147,15 @@ def _plus_helps(cells: Cells) -> Test:
     lines = [line for p in per_pair for line in p["lines"]]
     leans = {p["lean"] for p in per_pair}
     contra = min(1.0, 2 * min(p["contra"] for p in per_pair))
+    needed = [p.get("seeds_needed") for p in per_pair]
+    seeds = max((n for n in needed if n is not None), default=None)
     return {"support": max(p["support"] for p in per_pair), "contra": contra,
-            "lean": leans.pop() if len(leans) == 1 else "mixed", "seeds_needed": None, "lines": lines}  # fmt: skip
+            "lean": leans.pop() if len(leans) == 1 else "mixed", "seeds_needed": seeds, "lines": lines}  # fmt: skip
 
 
 def _pair_over_tasks(cells: Cells, pairs: Sequence[tuple[str, str, str]]) -> Test:
     """Per task the (X)+ vs X paired test; across tasks a t-test of the per-task mean gains (sign-aligned)."""
-    gains, lines = [], []
+    gains, lines, needed = [], [], []
     for task, plus, base in pairs:
         found = _diffs(cells, task, plus, base)
         if found is None:
@@ -162,6 +164,8 @@ def _pair_over_tasks(cells: Cells, pairs: Sequence[tuple[str, str, str]]) -> Tes
         sign = 1 if cells[task][plus]["task"]["higher_is_better"] else -1
         mean = sign * sum(z) / len(z)
         gains.append(mean)
+        _, sd = _mean_sd(z)
+        needed.append(stats.n_for_power(mean, sd) if sd > 0 else None)
         sup, _ = _one_sided([sign * d for d in z], True)
         lines.append(f"{task}: {_name(plus)} vs {_name(base)} gain {mean:+.4g} ({scale} scale), one-sided p {sup:.3g}")
     if len(gains) < 2:
@@ -175,8 +179,10 @@ def _pair_over_tasks(cells: Cells, pairs: Sequence[tuple[str, str, str]]) -> Tes
     g = stats.summarize(gains)
     lines.append(f"across {len(gains)} tasks: mean gain {g.mean:+.4g} [95% CI {g.ci95_low:+.4g}, {g.ci95_high:+.4g}], "
                  f"one-sided p {sup:.3g}")  # fmt: skip
+    # seeds: what the noisiest task's paired t-test would need to show its own gain (or loss) at 80% power
+    seeds = max((n for n in needed if n is not None), default=None)
     return {"support": sup, "contra": con, "lean": "towards the claim" if sup < con else "against the claim",
-            "lines": lines}  # fmt: skip
+            "seeds_needed": seeds, "lines": lines}  # fmt: skip
 
 
 def _digits_close(cells: Cells) -> Test:
@@ -237,3 +243,71 @@ def _holm(p_values: Sequence[float | None]) -> list[float | None]:
     for i, q in zip(present, adjusted, strict=True):
         out[i] = q
     return out
+
+
+ABLATIONS = (("fixed-scale", "the score scale sum(w) frozen at 1"), ("no-bias", "the per-key bias left out"))
+
+
+def _gap(cells: Cells, task: str, a: str, b: str) -> dict[str, Any] | None:
+    """a - b over shared seeds, sign-aligned so positive is better, with its 95% t interval (natural scale)."""
+    found = _diffs(cells, task, a, b)
+    if found is None:
+        return None
+    sign = 1 if cells[task][a]["task"]["higher_is_better"] else -1
+    s = stats.summarize([sign * d for d in found[1]])
+    return {"mean": s.mean, "low": s.ci95_low, "high": s.ci95_high, "n": s.n,
+            "below": s.ci95_high < 0, "above": s.ci95_low > 0}  # fmt: skip
+
+
+def _text(gap: Mapping[str, Any]) -> str:
+    return f"{gap['mean']:+.3f} [{gap['low']:+.3f}, {gap['high']:+.3f}]"
+
+
+def _reading(plus: str, gap: Mapping[str, Any], parts: Mapping[str, Mapping[str, Any]]) -> tuple[str, str]:
+    """(cause, sentence): which part of the correction a gap between (X)+ and X comes from, by ablation."""
+    if not (gap["below"] or gap["above"]):
+        return "no effect", f"{_name(plus)} and its plain form are indistinguishable here"
+    side = "below" if gap["below"] else "above"
+    closes = [name for name, g in parts.items() if not g[side]]  # removing this part removes the gap
+    what = "hurts" if gap["below"] else "helps"
+    if len(closes) == 1:
+        cause = "learned scale" if closes[0] == "fixed-scale" else "per-key bias"
+        return (
+            cause,
+            f"the + correction {what}; taking away the {cause} removes the gap, taking away the other part does not",
+        )
+    if not closes:
+        return "both parts", f"the + correction {what}; the gap stays with either part taken away"
+    return "either part", f"the + correction {what}; taking away either part removes the gap"
+
+
+def plus_ablation(cells: Cells) -> dict[str, Any]:
+    """Per task and symmetric "+" variant: (X)+ - X, and each ablation - X, with the reading of the cause.
+
+    `cells` must include the ablation records (`model.current_cells(..., ablations=True)`).
+    """
+    rows, causes = [], []
+    for base, plus in PLUS_PAIRS:
+        for task in sorted(cells):
+            ablated = {name: f"{plus}-{name}" for name, _ in ABLATIONS}
+            if not all(v in cells[task] for v in (base, plus, *ablated.values())):
+                continue
+            gap = _gap(cells, task, plus, base)
+            parts = {name: _gap(cells, task, variant, base) for name, variant in ablated.items()}
+            if gap is None or any(g is None for g in parts.values()):
+                continue
+            found = {name: g for name, g in parts.items() if g is not None}
+            cause, sentence = _reading(plus, gap, found)
+            causes.append(cause)
+            rows.append({"task": task, "variant": plus, "display_name": _name(plus), "base": _name(base),
+                         "gap": _text(gap), **{name.replace("-", "_"): _text(g) for name, g in found.items()},
+                         "cause": cause, "reading": sentence, "n": gap["n"]})  # fmt: skip
+    counted = {c: causes.count(c) for c in sorted(set(causes))}
+    hurt = [r for r in rows if "hurts" in r["reading"]]
+    summary = (
+        "no task ran the + variants with both ablations"
+        if not rows
+        else f"{len(hurt)} of {len(rows)} (task, variant) pairs where + hurts; causes: "
+        + ", ".join(f"{c} {n}" for c, n in counted.items())
+    )
+    return {"rows": rows, "summary": summary, "parts": dict(ABLATIONS)}

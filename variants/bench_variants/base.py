@@ -214,6 +214,14 @@ class VariantSpec(abc.ABC):
         """
         return None
 
+    def ablates(self) -> str | None:
+        """The id of the variant this one ablates (a diagnostic, not a design), or None.
+
+        Ablations run in their own suite, show beside the variant they ablate, and take no part in
+        ranks, aggregates, Pareto fronts or claims; `builtin` in a suite leaves them out.
+        """
+        return None
+
     def coincidence(self, config: AttentionConfig) -> str:
         """Why the variant is the same computation as another at `config`, for the n/a reason."""
         return f"at H={config.n_heads}"

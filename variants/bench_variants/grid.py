@@ -66,7 +66,15 @@ class Tie(enum.Enum):
 class SharedProjectionAttention(Attention):
     """Multi-head attention with tied projections, grouped KV heads and an optional 2D correction."""
 
-    def __init__(self, config: AttentionConfig, tie: Tie, kv_heads: int, positional_channels: int = 0) -> None:
+    def __init__(
+        self,
+        config: AttentionConfig,
+        tie: Tie,
+        kv_heads: int,
+        positional_channels: int = 0,
+        plus_scale: bool = True,
+        plus_bias: bool = True,
+    ) -> None:
         super().__init__()
         self.tie, self.n_heads, self.kv_heads = tie, config.n_heads, kv_heads
         self.head_dim, self.dropout = config.head_dim, config.dropout
@@ -76,6 +84,8 @@ class SharedProjectionAttention(Attention):
         self.in_proj = nn.Linear(config.d_model, sum(self.proj_heads) * self.head_dim, bias=config.bias)
         self.out_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.positional_channels = positional_channels
+        # the "+" ablations: the score scale sum(w) frozen at 1, or the per-key bias c_j + b left out
+        self.plus_scale, self.plus_bias = plus_scale, plus_bias
         if positional_channels:
             # the 1x1 map folding the m positional channels (plus the score) back to one score;
             # initialised to sum(w) = 1 so the block starts as plain attention plus a small bias
@@ -104,9 +114,16 @@ class SharedProjectionAttention(Attention):
         q_col = torch.full((*q.shape[:2], t_q, 1), math.sqrt(self.head_dim), dtype=q.dtype, device=q.device)
         # b rides along with c_j: softmax cancels it exactly (its gradient is 0), as in the paper's formula
         col_bias_S = self._column_bias(t_k, k.device) + self.pos_bias
+        if not self.plus_bias:
+            col_bias_S = torch.zeros_like(col_bias_S)
         k_col = col_bias_S.to(k.dtype)[None, None, :, None].expand(*k.shape[:2], t_k, 1)
-        q = torch.cat([q * self.pos_weight.sum(), q_col], dim=-1)  # S * sum(w)
+        q = torch.cat([q * self._score_scale(), q_col], dim=-1)  # S * sum(w)
         return q, torch.cat([k, k_col], dim=-1), F.pad(v, (0, 1))
+
+    def _score_scale(self) -> Tensor:
+        """sum(w), the factor the "+" correction puts on S (1, constant, in the frozen-scale ablation)."""
+        total = self.pos_weight.sum()
+        return total if self.plus_scale else torch.ones_like(total)
 
     def _mask(
         self, t_q: int, t_k: int, causal: bool, pad_mask_BT: Tensor | None, device: torch.device
@@ -173,7 +190,8 @@ class SharedProjectionAttention(Attention):
         if self.positional_channels:
             T = x_BTD.shape[1]
             table_TTM = sinusoid_2d(T, self.positional_channels, device=x_BTD.device).to(s_BHTT.dtype)
-            s_BHTT = s_BHTT * self.pos_weight.sum() + table_TTM @ self.pos_weight + self.pos_bias
+            bias_TT = table_TTM @ self.pos_weight + self.pos_bias
+            s_BHTT = s_BHTT * self._score_scale() + (bias_TT if self.plus_bias else torch.zeros_like(bias_TT))
         return s_BHTT
 
 
@@ -192,6 +210,9 @@ class SharedProjectionVariant(VariantSpec):
     positional_channels: int = 0
     version: str = "1"
     summary: str = ""
+    plus_scale: bool = True  # ablation: False freezes the "+" score scale sum(w) at 1
+    plus_bias: bool = True  # ablation: False leaves out the "+" per-key bias
+    ablation_of: str = ""  # the id of the variant an ablation preset ablates
 
     @property
     def supports(self) -> Supports:  # type: ignore[override]
@@ -214,7 +235,11 @@ class SharedProjectionVariant(VariantSpec):
 
     def mechanism(self, config: AttentionConfig) -> tuple[object, ...] | None:
         # the grid point this preset lands on at `config`: GQA-4 at H=4 is QKV, Q-GQA-4 at H=4 is Q-K=V
-        return ("shared-projection", self.tie.value, self.n_kv_heads(config), self.positional_channels)
+        plus = (self.positional_channels, self.plus_scale, self.plus_bias) if self.positional_channels else (0,)
+        return ("shared-projection", self.tie.value, self.n_kv_heads(config), *plus)
+
+    def ablates(self) -> str | None:
+        return self.ablation_of or None
 
     def coincidence(self, config: AttentionConfig) -> str:
         g, h = self.n_kv_heads(config), config.n_heads
@@ -224,7 +249,9 @@ class SharedProjectionVariant(VariantSpec):
         reason = self.check(config)
         if reason:
             raise ValueError(f"variant {self.id!r} cannot run n_heads={config.n_heads}: {reason}")
-        return SharedProjectionAttention(config, self.tie, self.n_kv_heads(config), self.positional_channels)
+        return SharedProjectionAttention(
+            config, self.tie, self.n_kv_heads(config), self.positional_channels, self.plus_scale, self.plus_bias
+        )
 
     def cache_layout(self, config: AttentionConfig) -> CacheLayout:
         per_head = 2 if self.tie.caches_value_separately else 1
@@ -233,4 +260,10 @@ class SharedProjectionVariant(VariantSpec):
     def describe(self) -> dict[str, str]:
         g = "H" if self.kv_heads is None else str(self.kv_heads)
         pos = f"m={self.positional_channels}" if self.positional_channels else "off"
-        return {**super().describe(), "tie": self.tie.value, "kv_heads": g, "positional_2d": pos}
+        out = {**super().describe(), "tie": self.tie.value, "kv_heads": g, "positional_2d": pos}
+        if self.ablation_of:  # only ablations carry these, so the study's variants keep their cell ids
+            out["ablates"] = self.ablation_of
+            out["plus_parts"] = ", ".join(
+                part for part, on in (("learned scale sum(w)", self.plus_scale), ("per-key bias", self.plus_bias)) if on
+            )
+        return out

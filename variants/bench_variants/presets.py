@@ -8,6 +8,8 @@ Q-GQA-g g*d_head*b; MQA 2*d_head*b; Q-MQA d_head*b.
 
 from __future__ import annotations
 
+import dataclasses
+
 from .grid import SharedProjectionVariant, Tie
 
 #: m of the "+" correction: the paper's value for synthetic and anomaly tasks (50 for vision, UNCONFIRMED)
@@ -47,3 +49,25 @@ TIED_KV_GQA8 = SharedProjectionVariant(
 TIED_KV_MQA = SharedProjectionVariant(
     "tied-kv-mqa", "Q-MQA", Tie.KV, kv_heads=1, summary="Q-K=V with one KV head: the smallest cache"
 )
+
+
+def _plus_ablation(of: SharedProjectionVariant, part: str) -> SharedProjectionVariant:
+    """`of` with one part of its "+" correction taken away: "scale" (sum(w) frozen at 1) or "bias"."""
+    scale = part != "scale"
+    what = "the score scale sum(w) frozen at 1" if part == "scale" else "the per-key bias left out"
+    return dataclasses.replace(
+        of,
+        id=f"{of.id}-{'fixed-scale' if part == 'scale' else 'no-bias'}",
+        display_name=f"{of.display_name} {'fixed scale' if part == 'scale' else 'no bias'}",
+        plus_scale=scale,
+        plus_bias=not scale,
+        ablation_of=of.id,
+        summary=f"ablation of {of.display_name}: {what}",
+    )
+
+
+#: the "+" correction's two parts taken away one at a time (suite `plus-ablation`)
+TIED_QK_POS_FIXED_SCALE = _plus_ablation(TIED_QK_POS, "scale")
+TIED_QK_POS_NO_BIAS = _plus_ablation(TIED_QK_POS, "bias")
+TIED_QKV_POS_FIXED_SCALE = _plus_ablation(TIED_QKV_POS, "scale")
+TIED_QKV_POS_NO_BIAS = _plus_ablation(TIED_QKV_POS, "bias")
