@@ -1,5 +1,5 @@
 # The two commands a new user needs; each sets everything up on a fresh machine.
-#   make run    set up, prepare the offline data, run the default suite, build the leaderboard
+#   make run    set up, prepare the offline data, run the default suite and the "+" ablation, build the leaderboard
 #   make test   set up, then lint, type-check and run the test suite (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
@@ -35,6 +35,7 @@ data: setup
 
 run: data
 	$(BIN)/bench run --suite default
+	$(BIN)/bench run --suite plus-ablation
 
 leaderboard: setup
 	$(BIN)/bench leaderboard

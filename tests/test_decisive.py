@@ -150,3 +150,18 @@ def test_no_tuning_runs_the_task_defaults_without_a_study(tmp_path: Path) -> Non
     assert [s["params"] for s in records["qkv"]["per_seed"]] == [tuning["best_params"]] * 2
     assert records["qkv"]["baseline"]["name"] and records["qkv"]["baseline"]["learn_margin"] == 0.10
     assert records["gqa4"]["status"] == "n/a"  # smoke has 2 heads: 4 KV heads cannot be shared
+
+
+def test_ablations_run_in_their_own_suite_only() -> None:
+    from bench.matrix import resolve_variants
+    from bench.registry import variants as variant_registry
+    from bench.suites import get_suite
+
+    registry = variant_registry()
+    in_default = {v.id for v in resolve_variants(get_suite("default"), registry)}
+    ablations = {v.id for v in registry.all().values() if v.ablates()}
+    assert ablations == {"tied-qk-pos-fixed-scale", "tied-qk-pos-no-bias", "tied-qkv-pos-fixed-scale",
+                         "tied-qkv-pos-no-bias"}  # fmt: skip
+    assert not in_default & ablations and {"tied-qk-pos", "tied-qkv-pos"} <= in_default
+    in_ablation = {v.id for v in resolve_variants(get_suite("plus-ablation"), registry)}
+    assert ablations <= in_ablation and {registry.get(a).ablates() for a in ablations} <= in_ablation

@@ -670,3 +670,110 @@ def test_measured_costs_are_shown_and_exported(built: dict[str, Any]) -> None:
     assert "decode_tokens_per_second" in csv_text.splitlines()[0] and ",1234.0," in csv_text
     html = built["report"].index.read_text()
     assert "decode tok/s" in html and "3 MiB" in html
+
+
+# --- the "+" ablation, the compare view, label placement
+
+ABLATED = {"tied-qkv-pos-fixed-scale": "fixed scale", "tied-qkv-pos-no-bias": "no bias"}
+
+
+def ablation_record(task: str, variant: str, values: list[float]) -> dict[str, Any]:
+    out = record(task, "tied-qkv-pos", values)
+    out["cell_id"] = f"{task}-{variant}"
+    out["variant"] = {**out["variant"], "id": variant, "display_name": f"(Q=K=V)+ {ABLATED[variant]}",
+                      "ablates": "tied-qkv-pos"}  # fmt: skip
+    return out
+
+
+PLAIN5, HURT5 = [0.60, 0.62, 0.61, 0.63, 0.60], [0.50, 0.53, 0.51, 0.52, 0.50]
+
+
+def ablation_board(fixed: list[float], no_bias: list[float]) -> dict[str, Any]:
+    records = [
+        record("reverse", "qkv", Q5, Q5),
+        record("reverse", "tied-qkv", PLAIN5),
+        record("reverse", "tied-qkv-pos", HURT5),
+        ablation_record("reverse", "tied-qkv-pos-fixed-scale", fixed),
+        ablation_record("reverse", "tied-qkv-pos-no-bias", no_bias),
+    ]  # fmt: skip
+    return board(records, [], {})
+
+
+def test_ablation_reading_names_the_part_that_makes_the_gap() -> None:
+    scale_cause = ablation_board(fixed=[0.601, 0.621, 0.609, 0.631, 0.600], no_bias=HURT5)
+    row = scale_cause["plus_ablation"]["rows"][0]
+    assert (row["task"], row["variant"], row["cause"]) == ("reverse", "tied-qkv-pos", "learned scale")
+    assert "hurts" in row["reading"] and row["gap"].startswith("-0.100 [")
+    bias_cause = ablation_board(fixed=HURT5, no_bias=[0.601, 0.621, 0.609, 0.631, 0.600])
+    assert bias_cause["plus_ablation"]["rows"][0]["cause"] == "per-key bias"
+    neither = ablation_board(fixed=HURT5, no_bias=HURT5)
+    assert neither["plus_ablation"]["rows"][0]["cause"] == "both parts"
+    assert "1 of 1" in neither["plus_ablation"]["summary"]
+
+
+def test_ablations_show_in_their_table_but_never_rank_star_plot_or_aggregate() -> None:
+    data = ablation_board(fixed=[0.9, 0.91, 0.92, 0.9, 0.91], no_bias=HURT5)  # the best cell of the task
+    rows = {r["variant"]: r for r in group(data, "reverse")["rows"]}
+    assert rows["tied-qkv-pos-fixed-scale"]["ablates"] == "tied-qkv-pos" and rows["qkv"]["ablates"] is None
+    assert rows["tied-qkv-pos-fixed-scale"]["rank"] is None and rows["qkv"]["rank"] is not None
+    assert not rows["tied-qkv-pos-fixed-scale"]["vs_baseline"]["significant"]
+    assert not rows["tied-qkv-pos-fixed-scale"]["pareto_front"]
+    assert all("fixed scale" not in p["title"] for p in scatter(group(data, "reverse"))["points"])
+    assert {a["variant"] for a in data["overview"]["aggregates"]["rows"]} == {"qkv", "tied-qkv", "tied-qkv-pos"}
+    assert "tied-qkv-pos-fixed-scale" not in {v["variant"] for v in data["overview"]["mean_ranks"]}
+    assert "tied-qkv-pos-fixed-scale" in {v["id"] for v in data["compare"]["variants"]}  # comparable by hand
+
+
+def test_labels_never_overlap_each_other_or_a_point_and_stay_inside() -> None:
+    import random
+
+    from bench_leaderboard.plots import CHAR_W, LABEL_H, place_labels
+
+    rng = random.Random(0)
+    bounds = (60.0, 14.0, 438.0, 227.0)
+    for _ in range(50):
+        points = [(rng.choice([90.0, 150.0, 210.0, 300.0]), rng.uniform(20, 220)) for _ in range(rng.randint(2, 14))]
+        labels = [rng.choice(["QKV", "Q=K=V", "(Q=K=V)+", "Q-MQA", "(Q=K-V)+ fixed scale"]) for _ in points]
+        spots = place_labels(points, labels, bounds)
+        boxes = [(s["x"], s["y"] - LABEL_H + 2, s["x"] + len(t) * CHAR_W, s["y"] + 2)
+                 for s, t in zip(spots, labels, strict=True) if s]  # fmt: skip
+        for i, a in enumerate(boxes):
+            assert bounds[0] <= a[0] and a[2] <= bounds[2] and bounds[1] <= a[1] and a[3] <= bounds[3]
+            assert not any(a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3] for b in boxes[i + 1 :])
+            assert not any(a[0] < x + 5 and x - 5 < a[2] and a[1] < y + 5 and y - 5 < a[3] for x, y in points)
+    crowded = [(100.0, 100.0)] * 40  # more labels than room: the rest go without, never on top
+    assert None in place_labels(crowded, ["Q=K=V"] * 40, bounds)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt install chromium)")
+def test_compare_view_and_family_filter_follow_the_address(built: dict[str, Any]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(built["report"].index.as_uri() + "?compare=qkv,tied-qkv&family=synthetic")
+            heads = page.eval_on_selector_all("#table-compare thead th:not([hidden])", "a => a.map(x => x.textContent)")
+            diff = page.eval_on_selector("#table-compare tr[data-task=reverse] small[data-diff]",
+                                         "e => parseFloat(e.getAttribute('data-diff'))")  # fmt: skip
+            note = page.eval_on_selector("#table-compare tr[data-task=reverse] small[data-diff]", "e => e.textContent")
+            hidden = page.eval_on_selector_all("[data-family]", "a => a.map(x => [x.dataset.family, x.hidden])")
+            page.click("#compare-form input[value=tied-kv]")
+            page.click("#family-filter input[value=lm]")
+            url = page.url
+            heads_after = page.eval_on_selector_all("#table-compare thead th:not([hidden])", "a => a.length")
+            page.goto(built["report"].index.as_uri())
+            empty = page.eval_on_selector("#table-compare", "t => t.hidden")
+        finally:
+            browser.close()
+    assert heads == ["task", "QKV", "Q=K=V"]
+    expected = group(built["data"], "reverse")["rows"]
+    paired = next(r for r in expected if r["variant"] == "tied-qkv")["vs_baseline"]["mean_diff"]
+    assert diff == pytest.approx(paired, abs=1e-12) and note.endswith("n=3")
+    assert {f for f, h in hidden if h} == {"lm"} and {f for f, h in hidden if not h} == {"synthetic"}
+    # every family ticked again is the default view: the address drops the filter
+    assert "compare=qkv%2Ctied-qkv%2Ctied-kv" in url and "family=" not in url and heads_after == 4
+    assert empty and errors == []

@@ -2,7 +2,8 @@
 
 The page is self-contained (inline CSS, a few lines of plain JS, inline SVG; no network). No result
 data is ever placed inside a <script>: the script reads `data-` attributes (sort keys, per-seed
-values for the compare view), and every string reaches the page through Jinja's autoescaping. Same results in, byte-identical files out.
+values for the compare view), and every string reaches the page through Jinja's autoescaping.
+Same results in, byte-identical files out.
 """
 
 from __future__ import annotations

@@ -90,7 +90,8 @@ class SharedProjectionAttention(Attention):
             # the 1x1 map folding the m positional channels (plus the score) back to one score;
             # initialised to sum(w) = 1 so the block starts as plain attention plus a small bias
             self.pos_weight = nn.Parameter(torch.full((positional_channels,), 1.0 / positional_channels))
-            self.pos_bias = nn.Parameter(torch.zeros(()))
+            if plus_bias:
+                self.pos_bias = nn.Parameter(torch.zeros(()))
         self._pos_table: dict[tuple[int, torch.device], Tensor] = {}
 
     def _project(self, x_BTD: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -113,9 +114,10 @@ class SharedProjectionAttention(Attention):
         t_q, t_k = q.shape[2], k.shape[2]
         q_col = torch.full((*q.shape[:2], t_q, 1), math.sqrt(self.head_dim), dtype=q.dtype, device=q.device)
         # b rides along with c_j: softmax cancels it exactly (its gradient is 0), as in the paper's formula
-        col_bias_S = self._column_bias(t_k, k.device) + self.pos_bias
-        if not self.plus_bias:
-            col_bias_S = torch.zeros_like(col_bias_S)
+        if self.plus_bias:
+            col_bias_S = self._column_bias(t_k, k.device) + self.pos_bias
+        else:
+            col_bias_S = torch.zeros(t_k, dtype=k.dtype, device=k.device)
         k_col = col_bias_S.to(k.dtype)[None, None, :, None].expand(*k.shape[:2], t_k, 1)
         q = torch.cat([q * self._score_scale(), q_col], dim=-1)  # S * sum(w)
         return q, torch.cat([k, k_col], dim=-1), F.pad(v, (0, 1))
@@ -190,8 +192,9 @@ class SharedProjectionAttention(Attention):
         if self.positional_channels:
             T = x_BTD.shape[1]
             table_TTM = sinusoid_2d(T, self.positional_channels, device=x_BTD.device).to(s_BHTT.dtype)
-            bias_TT = table_TTM @ self.pos_weight + self.pos_bias
-            s_BHTT = s_BHTT * self._score_scale() + (bias_TT if self.plus_bias else torch.zeros_like(bias_TT))
+            s_BHTT = s_BHTT * self._score_scale()
+            if self.plus_bias:
+                s_BHTT = s_BHTT + table_TTM @ self.pos_weight + self.pos_bias
         return s_BHTT
 
 
