@@ -87,8 +87,24 @@ def run(suite: Suite, options: RunOptions) -> int:
     timings["cells_seconds"] = time.perf_counter() - started - timings["data_seconds"]
     results = report_run.compare_with_baseline(store, cells, suite.baseline)
     report_run.summary_table(console, cells, results, timings)
+    _analytic(options.results, console)
     build_leaderboard(options.results, console)
     return 1 if any(r.get("status") == "failed" for r in results.values()) else 0
+
+
+def _analytic(results: Path, console: Any) -> None:
+    """The study's cache reductions and parameter counts measured at its shapes, once per version."""
+    import json
+
+    from bench import analytic
+
+    path = results / analytic.FILE
+    try:
+        if path.exists() and json.loads(path.read_text()).get("version") == analytic.VERSION:
+            return
+        console.print(f"analytic checks at the study's shapes: {analytic.write(results)}")
+    except (OSError, ValueError, RuntimeError) as exc:  # a check the page can go without: say so, go on
+        console.print(f"[yellow]analytic checks not written:[/] {exc}")
 
 
 def _baselines(todo: list[matrix.Cell], store: ResultStore, data_dir: Path, console: Any) -> None:

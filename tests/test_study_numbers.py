@@ -79,3 +79,24 @@ def test_300m_cache_bytes_per_token() -> None:
 def test_g_is_a_hyperparameter() -> None:
     gqa2 = replace(P.GQA4, id="gqa2", display_name="GQA-2", kv_heads=2)
     assert reduction_vs(gqa2, P.QKV, AttentionConfig(1024, 16)) == 1 - 2 / 16
+
+
+def test_analytic_checks_measure_the_papers_numbers_by_decoding() -> None:
+    import copy
+
+    from bench import analytic
+    from bench_leaderboard.claims import HELD, NOT_HELD, analytic_checks
+
+    measured = analytic.measure(["qkv", "tied-kv", "tied-kv-mqa", "tied-qk-pos"])
+    rows = measured["variants"]
+    assert list(rows) == ["qkv", "tied-kv", "tied-kv-mqa", "tied-qk-pos"]
+    assert rows["qkv"]["bytes_held_per_token_per_layer"] == 2 * 16 * 64 * 4  # K and V, 16 heads of 64, fp32
+    assert [rows[v]["reduction_measured"] for v in ("qkv", "tied-kv", "tied-kv-mqa")] == [0.0, 0.5, 0.96875]
+    assert rows["tied-kv"]["decode_matches"] and rows["tied-kv"]["parameters_300m"] == PARAMS_300M[P.TIED_KV]
+    assert "reduction_measured" in rows["tied-qk-pos"] and rows["tied-qk-pos"]["reduction_measured"] is None
+    board = {r["variant"]: r["status"] for r in analytic_checks(measured)["rows"]}
+    assert board == {"qkv": HELD, "tied-kv": HELD, "tied-kv-mqa": HELD, "tied-qk-pos": "no paper figure"}
+    wrong = copy.deepcopy(measured)
+    wrong["variants"]["tied-kv-mqa"]["bytes_held_per_token_per_layer"] += 4  # the cache holds more than it says
+    assert {r["variant"]: r["status"] for r in analytic_checks(wrong)["rows"]}["tied-kv-mqa"] == NOT_HELD
+    assert analytic_checks(None)["rows"] == [] and "bench run" in analytic_checks(None)["note"]

@@ -23,7 +23,7 @@ import jinja2
 from markupsafe import Markup
 
 from . import claims, model, paper, plots, scoring, tested
-from .load import load_results
+from .load import load_analytic, load_results
 
 TEMPLATES = Path(__file__).parent / "templates"
 CSV_COLUMNS = (
@@ -50,7 +50,12 @@ class Built:
     problems: list[str] = field(default_factory=list)
 
 
-def board(records: list[dict[str, Any]], problems: list[str], stale: Mapping[str, str]) -> dict[str, Any]:
+def board(
+    records: list[dict[str, Any]],
+    problems: list[str],
+    stale: Mapping[str, str],
+    analytic: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The whole leaderboard as one JSON-able dict (the source of all three output files).
 
     Args:
@@ -72,7 +77,9 @@ def board(records: list[dict[str, Any]], problems: list[str], stale: Mapping[str
     cells = model.gated(model.current_cells(records, stale), excluded)
     left = [{"task": task, "why": why} for task, why in excluded.items()]  # in the groups' task order
     return {
-        "schema_version": 2,  # 2: metric-aware intervals, BH q-values, tie-aware ranks, aggregates, claim tests
+        # 2: metric-aware intervals, BH q-values, tie-aware ranks, aggregates, claim tests;
+        # 3: ablation rows and the "+" ablation report, analytic checks measured at the study's shape
+        "schema_version": 3,
         "cells": len(records),
         "problems": sorted(problems),
         "baseline": model.BASELINE,
@@ -87,6 +94,7 @@ def board(records: list[dict[str, Any]], problems: list[str], stale: Mapping[str
         "paper": paper.side_by_side(cells, excluded),
         "claims": claims.evaluate(cells, excluded),
         "tested_claims": tested.evaluate(cells),
+        "analytic": claims.analytic_checks(analytic),
         "compare": compare_view(groups),
         "plus_ablation": tested.plus_ablation(model.gated(model.current_cells(records, stale, True), excluded)),
     }
@@ -268,7 +276,7 @@ def build_report(results_dir: Path, out_dir: Path | None = None, stale: Mapping[
     out = out_dir if out_dir is not None else results_dir / "leaderboard"
     out.mkdir(parents=True, exist_ok=True)
     records, problems = load_results(results_dir)
-    data = board(records, problems, stale or {})
+    data = board(records, problems, stale or {}, load_analytic(results_dir))
     built = Built(out / "index.html", out / "leaderboard.json", out / "leaderboard.csv", list(data["problems"]))
     _write(built.index, render_html(data))
     _write(built.json, render_json(data))

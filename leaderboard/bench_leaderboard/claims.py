@@ -33,6 +33,48 @@ LAYOUTS: dict[str, tuple[int, int | None]] = {
 PAPER_REDUCTIONS = {"tied-kv": 0.5, "gqa4": 0.75, "tied-kv-gqa4": 0.875, "mqa": 0.9375, "tied-kv-mqa": 0.96875}
 
 
+#: the paper's parameter counts of its 300M model (Table 4's models, counted by the study's code)
+PAPER_PARAMS_300M = {
+    "qkv": 305_534_976, "tied-qk": 284_542_976, "tied-kv": 284_542_976, "tied-qkv": 263_550_976,
+    "gqa4": 274_046_976, "mqa": 266_174_976, "tied-kv-gqa4": 268_798_976, "tied-kv-mqa": 264_862_976,
+}  # fmt: skip
+
+
+def analytic_checks(measured: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The paper's cache reductions (H = 16) and 300M parameter counts against what `bench run` measured.
+
+    Args:
+        measured: `results/analytic/study_shape.json` (see `bench.analytic`), or None when absent.
+    """
+    if not measured:
+        return {
+            "rows": [],
+            "shape": {},
+            "note": "not measured yet: `bench run` writes results/analytic/study_shape.json",
+        }
+    rows = []
+    found = measured.get("variants", {})
+    order = sorted(found, key=lambda v: (v != "qkv", found[v].get("reduction_measured") or 0.0, v))
+    for vid, m in ((v, found[v]) for v in order):
+        paper_red = PAPER_REDUCTIONS.get(vid, 0.0 if vid in ("qkv", "tied-qk") else None)
+        paper_params = PAPER_PARAMS_300M.get(vid)
+        red = m.get("reduction_measured")
+        against_paper = []
+        if paper_red is not None and red is not None:
+            against_paper.append(abs(red - paper_red) < 1e-9)
+        if paper_params is not None:
+            against_paper.append(m.get("parameters_300m") == paper_params)
+        held = m.get("bytes_held_per_token_per_layer")
+        cache_ok = m.get("decode_matches") is not False and held == m.get("bytes_derived_per_token_per_layer")
+        agrees = cache_ok and all(against_paper)
+        status = (HELD if against_paper else "no paper figure") if agrees else NOT_HELD
+        rows.append({"variant": vid, "display_name": m.get("display_name", vid), "held": held, "reduction": red,
+                     "paper_reduction": paper_red, "parameters": m.get("parameters_300m"),
+                     "paper_parameters": paper_params, "decode_diff": m.get("decode_max_abs_diff"),
+                     "status": status, "note": m.get("decoding", "")})  # fmt: skip
+    return {"rows": rows, "shape": dict(measured.get("shape", {})), "note": ""}
+
+
 def _name(variant: str) -> str:
     return PAPER_NAMES.get(variant, variant)
 

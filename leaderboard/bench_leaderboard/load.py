@@ -115,3 +115,13 @@ def load_results(results_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
             continue
         records.append(data)
     return records, problems
+
+
+def load_analytic(results_dir: Path) -> dict[str, Any] | None:
+    """`results_dir/analytic/study_shape.json` (written by `bench run`), or None when absent or unreadable."""
+    path = results_dir / "analytic" / "study_shape.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("variants"), dict) else None

@@ -53,6 +53,9 @@ class ImageSplits:
 
 _SPLITS_CACHE: dict[tuple[str, ...], ImageSplits] = {}
 _BUILT_PER_SPLITS = 6  # a cell's seeds, when the train subset depends on the seed
+#: image tasks whose decoded images a process keeps (every vision task of the default suite: about
+#: 1 GB in all), so a worker that moves between tasks does not decode a task's files again
+_SPLITS_KEPT = 5
 
 
 def _stamp(folder: Path) -> str:
@@ -150,8 +153,11 @@ class ImageClassificationTask(Task):
         The key holds the folder's modification time, so data prepared anew is read anew.
         """
         key = (self.id, self.version, str(data_dir), _stamp(data_dir), repr(config))
-        if key not in _SPLITS_CACHE:
-            _SPLITS_CACHE.clear()  # one task's images at a time: a worker moves from task to task
+        if key in _SPLITS_CACHE:
+            _SPLITS_CACHE[key] = _SPLITS_CACHE.pop(key)  # most recently used last
+        else:
+            while len(_SPLITS_CACHE) >= _SPLITS_KEPT:  # the least recently used task's images go
+                _SPLITS_CACHE.pop(next(iter(_SPLITS_CACHE)))
             _SPLITS_CACHE[key] = self.load_splits(data_dir, config)
         return _SPLITS_CACHE[key]
 
