@@ -20,7 +20,7 @@ from bench.provenance import now, provenance
 from bench.registry import variants as variant_registry
 from bench.stats import summarize
 from bench.store import ResultStore
-from bench.tracking import Tracker
+from bench.tracking import Tracker, public_uri
 from bench.train import Diverged, FitResult, fit
 from bench.tuning import TUNING_SEED, default_params, finished_trials, open_study, optim_config, search_space, tune
 
@@ -238,7 +238,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         record.update(status="failed", reason=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8))
     if parent and ctx.tracker:
         record["mlflow"] = {
-            "tracking_uri": ctx.tracker.uri,
+            "tracking_uri": public_uri(ctx.tracker.uri, ctx.store.root),
             "experiment_id": ctx.tracker.experiment_id,
             "run_id": parent,
         }

@@ -21,6 +21,40 @@ def default_tracking_uri(results_dir: Path) -> str:
     return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
 
 
+#: what --tracking-uri may be: an MLflow server, a database, a local store (a bare path is a local store)
+TRACKING_SCHEMES = ("http", "https", "sqlite", "file", "postgresql", "mysql", "mssql", "databricks")
+
+
+def redact(uri: str) -> str:
+    """`uri` without its user and password (`https://user:token@host/x` -> `https://host/x`)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparsable URI>"
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def public_uri(uri: str, results_dir: Path) -> str:
+    """The tracking URI as results files record it: no credentials, no path of the machine that ran it.
+
+    A local store inside the results folder is named relative to it (`sqlite:///<results>/mlflow.db`);
+    one elsewhere on disk by its file name only.
+    """
+    uri = redact(uri)
+    if not uri.startswith(("sqlite:///", "file://")) and "://" in uri:
+        return uri
+    scheme, _, path = uri.partition(":///") if uri.startswith("sqlite:///") else ("file", "", uri.split("://")[-1])
+    try:
+        relative = Path(path).resolve().relative_to(results_dir.resolve())
+        return f"{scheme}:///<results>/{relative.as_posix()}"
+    except ValueError:
+        return f"{scheme}:///<local>/{Path(path).name}"
+
+
 #: metric points a batched logger holds before writing them (MLflow takes at most 1000 per batch)
 FLUSH_POINTS = 500
 

@@ -58,8 +58,11 @@ def check_storage(url: str) -> None:
         with engine.connect():
             pass
     except Exception as exc:  # any driver's error means the same thing to the user
+        from bench.tracking import redact
+
+        message = str(exc).replace(url, redact(url))
         raise ValueError(
-            f"cannot reach the Optuna storage {url!r}: {type(exc).__name__}: {exc}. "
+            f"cannot reach the Optuna storage {redact(url)!r}: {type(exc).__name__}: {message}. "
             "Check the URL and that its server is running, or drop --storage to use SQLite under --results."
         ) from exc
 
@@ -72,6 +75,19 @@ def _connect_args(url: str) -> dict[str, Any]:
 
 def check_tracking_uri(uri: str) -> None:
     """An http(s) MLflow server must answer; other URIs (sqlite, files) are created on use."""
+    from bench.tracking import TRACKING_SCHEMES, redact
+
+    scheme = uri.split(":", 1)[0].lower() if "://" in uri else ""
+    if scheme and scheme.split("+")[0] not in TRACKING_SCHEMES:
+        raise ValueError(
+            f"--tracking-uri {redact(uri)!r}: the scheme {scheme!r} is not an MLflow store; use one of "
+            f"{', '.join(s + '://' for s in TRACKING_SCHEMES)}, a local folder, or none"
+        )
+    if ":" in uri and "://" not in uri and not Path(uri).anchor:
+        raise ValueError(
+            f"--tracking-uri {redact(uri)!r} is neither a URI (scheme://...) nor a local folder; "
+            "pass e.g. http://127.0.0.1:5000, sqlite:///mlflow.db, or none"
+        )
     if not uri.startswith(("http://", "https://")):
         return
     import urllib.request
@@ -81,6 +97,6 @@ def check_tracking_uri(uri: str) -> None:
             pass
     except OSError as exc:
         raise ValueError(
-            f"cannot reach the MLflow tracking server {uri!r} ({exc}); start it (`bench ui`), "
+            f"cannot reach the MLflow tracking server {redact(uri)!r} ({exc}); start it (`bench ui`), "
             "fix --tracking-uri, or pass --tracking-uri none to run without MLflow"
         ) from exc
