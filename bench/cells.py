@@ -148,11 +148,11 @@ def _final_fits(cell: Cell, ctx: RunContext, parent: str | None, best: dict[str,
         ctx.progress.start_fit(f"  seed {seed}")
         run_id = _child(ctx, parent, cell, f"seed-{seed}", {**best, "seed": seed})
         result = _fit(cell, ctx, best, seed, run_id, test=True)
+        record = _seed_record(seed, best, result)
+        ctx.store.write_seed(cell.id, record)  # saved before MLflow hears of it: MLflow cannot lose it
         if ctx.tracker and run_id:
             ctx.tracker.log_metrics(run_id, {f"test/{k}": v for k, v in result.test.items()})
             ctx.tracker.finish(run_id)
-        record = _seed_record(seed, best, result)
-        ctx.store.write_seed(cell.id, record)
         records.append(record)
         ctx.progress.end_fit()
     return records
@@ -215,6 +215,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         record.update(status="n/a", reason=cell.na_reason)
         ctx.store.write_cell(record)
         return record
+    noted = len(ctx.tracker.problems) if ctx.tracker else 0
     parent = ctx.tracker.cell_run(cell.id, cell.label, _tags(cell)) if ctx.tracker else None
     started = time.perf_counter()
     try:
@@ -242,7 +243,13 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
             "experiment_id": ctx.tracker.experiment_id,
             "run_id": parent,
         }
+    if ctx.tracker and ctx.tracker.problems[noted:]:  # what MLflow missed of this cell; the result stands
+        record["mlflow_problems"] = ctx.tracker.problems[noted:]
     path = ctx.store.write_cell(record)
+    if path.parent.name == "attempts":  # the cell already held a good result: it stays in force
+        record["kept_ok_result"] = True
+        ctx.progress.log(f"[yellow]{cell.label}: this attempt ended {record['status']}; the earlier ok result "
+                         f"is kept, the attempt is in {path.relative_to(ctx.store.root)}[/]")  # fmt: skip
     if parent and ctx.tracker:
         ctx.tracker.log_artifact(parent, path)
         if record["status"] == "ok":

@@ -122,7 +122,13 @@ def _context(options: RunOptions, store: ResultStore, console: Any, n_cells: int
     tracker = None
     if options.tracking_uri != "none":
         uri = options.tracking_uri or default_tracking_uri(options.results)
-        tracker = Tracker(uri, artifact_root=options.results / "mlartifacts")
+        try:
+            tracker = Tracker(uri, artifact_root=options.results / "mlartifacts")
+        except Exception as exc:  # MLflow observes: without it the run goes on, and says so
+            from bench.tracking import redact
+
+            console.print(f"[yellow]MLflow unavailable ({type(exc).__name__}: {redact(str(exc))[:200]}); "
+                          "running without tracking[/]")  # fmt: skip
     return RunContext(store, storage_url(options), tracker, options.data_dir, RunProgress(console, n_cells))
 
 
@@ -160,7 +166,8 @@ def _run_one(suite: Suite, options: RunOptions, task_id: str, variant_id: str, t
     store = ResultStore(options.results)
     ctx = _context(options, store, Console(file=io.StringIO()), 1)
     record = run_cell(cell, ctx)
-    return str(record["status"])
+    kept = "; the earlier ok result is kept (the attempt is in attempts/)" if record.get("kept_ok_result") else ""
+    return f"{record['status']}{kept}"
 
 
 def _record_data_failure(store: ResultStore, cell: matrix.Cell, error: str) -> None:

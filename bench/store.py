@@ -53,6 +53,12 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         raise
 
 
+def _stamp() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
 class ResultStore:
     """Reads and writes cell results and per-seed partial results under one folder."""
 
@@ -80,9 +86,26 @@ class ResultStore:
         return data
 
     def write_cell(self, result: dict[str, Any]) -> Path:
+        """Store a cell's record; a failed, diverged or partial attempt never replaces a good result.
+
+        When the cell already holds an ok record and `result` is not ok, `result` goes beside it to
+        `attempts/` (its path is returned; `kept_ok_result` says so) and the ok record stays in force
+        until a complete ok record replaces it.
+        """
         path = self.cell_path(result["task"]["id"], result["variant"]["id"], result["cell_id"])
-        write_json_atomic(path, {**result, "schema_version": SCHEMA_VERSION})
+        payload = {**result, "schema_version": SCHEMA_VERSION}
+        if result.get("status") != "ok" and self._holds_ok(path):
+            attempt = self.root / "attempts" / f"{path.stem}.{_stamp()}.json"
+            write_json_atomic(attempt, {**payload, "kept_ok_result": path.name})
+            return attempt
+        write_json_atomic(path, payload)
         return path
+
+    def _holds_ok(self, path: Path) -> bool:
+        try:
+            return self.load(path).get("status") == "ok"
+        except ValueError:
+            return False
 
     def seed_results(self, cell_id: str) -> dict[int, dict[str, Any]]:
         """Final fits already done for a cell, by seed."""

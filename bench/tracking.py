@@ -59,11 +59,12 @@ def public_uri(uri: str, results_dir: Path) -> str:
 FLUSH_POINTS = 500
 
 
-def batched_logger(tracking_uri: str, run_id: str) -> MLFlowLogger:
+def batched_logger(tracking_uri: str, run_id: str, problems: list[str] | None = None) -> MLFlowLogger:
     """Lightning's `MLFlowLogger`, holding metric points until an epoch's metrics are saved or the fit ends.
 
     Each `log_batch` is a database transaction (about 3 ms on SQLite); one per logged training step
     cost 1-2% of a small fit. Points keep their own step and time, so the curves are the same.
+    A write that fails drops its points and notes why in `problems`: curves are not results.
     """
     import time
 
@@ -88,7 +89,11 @@ def batched_logger(tracking_uri: str, run_id: str) -> MLFlowLogger:
         def flush(self) -> None:
             if self._pending:
                 pending, self._pending = self._pending, []
-                self.experiment.log_batch(run_id=self.run_id, metrics=pending)
+                try:
+                    self.experiment.log_batch(run_id=self.run_id, metrics=pending)
+                except Exception as exc:  # MLflow observes; a failed write must not stop the fit
+                    if problems is not None:
+                        problems.append(f"MLflow curve points lost: {type(exc).__name__}: {redact(str(exc))[:300]}")
 
         def save(self) -> None:  # Lightning calls this after logging an epoch's metrics
             self.flush()
@@ -96,13 +101,39 @@ def batched_logger(tracking_uri: str, run_id: str) -> MLFlowLogger:
 
         def finalize(self, status: str = "success") -> None:
             self.flush()
-            super().finalize(status)
+            try:
+                super().finalize(status)
+            except Exception as exc:  # as in `flush`
+                if problems is not None:
+                    problems.append(f"MLflow run not closed: {type(exc).__name__}: {redact(str(exc))[:300]}")
 
     return BatchedMLFlowLogger()
 
 
+def sqlite_wal(uri: str) -> None:
+    """Put a SQLite store (`sqlite:///path`) in write-ahead-log mode: readers never block the writer,
+    and concurrent writers wait (up to 30 s) instead of failing at once. Kept in the file; idempotent.
+    """
+    import sqlite3
+
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri[len("sqlite:///") :])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, timeout=30) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+
+
+RETRIES = (0.2, 1.0, 3.0)  # seconds to wait before each retry of a call the store refused as busy
+
+
 class Tracker:
-    """Thin wrapper over `MlflowClient` for the harness's run hierarchy."""
+    """Thin wrapper over `MlflowClient` for the harness's run hierarchy.
+
+    MLflow only observes: every call is guarded. A call the store refuses as busy ("database is
+    locked") is retried; any other failure, or a busy store after the retries, is recorded in
+    `problems` (the run reports them) and the call does nothing, so a result is never lost to MLflow.
+    """
 
     def __init__(self, tracking_uri: str, artifact_root: Path | None = None) -> None:
         import logging
@@ -112,6 +143,8 @@ class Tracker:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.uri = tracking_uri
+        self.problems: list[str] = []
+        sqlite_wal(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         experiment = self.client.get_experiment_by_name(EXPERIMENT)
         if experiment is None:
@@ -120,37 +153,64 @@ class Tracker:
         else:
             self.experiment_id = experiment.experiment_id
 
-    def cell_run(self, cell_id: str, name: str, tags: dict[str, str]) -> str:
-        """The parent run of a cell: reused when a previous (interrupted) run of the cell exists."""
-        found = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.cell_id = '{cell_id}' and tags.level = 'cell'", max_results=1
-        )
-        if found:
-            return str(found[0].info.run_id)
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={**tags, "level": "cell"})
-        return str(run.info.run_id)
+    def _guard(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """`call(*args, **kwargs)`, retried while the store is busy; None (and a problem noted) on failure."""
+        import time
 
-    def child_run(self, parent_id: str, name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
-        tags = {**tags, "mlflow.parentRunId": parent_id}
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        for key, value in params.items():
-            self.client.log_param(run.info.run_id, key, value)
-        return str(run.info.run_id)
+        for wait in (*RETRIES, None):
+            try:
+                return call(*args, **kwargs)
+            except Exception as exc:  # MLflow raises many kinds; none may stop a cell
+                if wait is not None and "locked" in str(exc).lower():
+                    time.sleep(wait)
+                    continue
+                self.problems.append(f"MLflow {what} failed: {type(exc).__name__}: {redact(str(exc))[:300]}")
+                return None
+        return None
+
+    def cell_run(self, cell_id: str, name: str, tags: dict[str, str]) -> str | None:
+        """The parent run of a cell: reused when a previous (interrupted) run of the cell exists."""
+
+        def find_or_create() -> str:
+            found = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.cell_id = '{cell_id}' and tags.level = 'cell'",
+                max_results=1,
+            )
+            if found:
+                return str(found[0].info.run_id)
+            run = self.client.create_run(self.experiment_id, run_name=name, tags={**tags, "level": "cell"})
+            return str(run.info.run_id)
+
+        result: str | None = self._guard("cell run", find_or_create)
+        return result
+
+    def child_run(self, parent_id: str, name: str, tags: dict[str, str], params: dict[str, Any]) -> str | None:
+        def create() -> str:
+            run = self.client.create_run(
+                self.experiment_id, run_name=name, tags={**tags, "mlflow.parentRunId": parent_id}
+            )
+            for key, value in params.items():
+                self.client.log_param(run.info.run_id, key, value)
+            return str(run.info.run_id)
+
+        result: str | None = self._guard("nested run", create)
+        return result
 
     def logger(self, run_id: str) -> MLFlowLogger:
         """A Lightning logger writing a fit's metric curves into `run_id`, in batches (see `batched_logger`)."""
-        return batched_logger(self.uri, run_id)
+        return batched_logger(self.uri, run_id, self.problems)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
-            self.client.log_metric(run_id, key, float(value))
+            self._guard("log_metric", self.client.log_metric, run_id, key, float(value))
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
-            self.client.set_tag(run_id, key, value)
+            self._guard("set_tag", self.client.set_tag, run_id, key, value)
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status=status)
+        self._guard("set_terminated", self.client.set_terminated, run_id, status=status)
 
     def log_artifact(self, run_id: str, path: Path) -> None:
-        self.client.log_artifact(run_id, str(path))
+        self._guard("log_artifact", self.client.log_artifact, run_id, str(path))

@@ -63,3 +63,63 @@ def test_storage_errors_do_not_echo_the_password() -> None:
     with pytest.raises(ValueError, match="cannot reach the Optuna storage") as caught:
         check_storage("postgresql://bench:hunter2@127.0.0.1:9/optuna")
     assert "hunter2" not in str(caught.value) and "127.0.0.1:9" in str(caught.value)
+
+
+def test_a_busy_store_is_retried_and_a_broken_one_only_noted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import tracking
+    from bench.tracking import Tracker, default_tracking_uri
+
+    monkeypatch.setattr(tracking, "RETRIES", (0.0, 0.0, 0.0))
+    tracker = Tracker(default_tracking_uri(tmp_path), tmp_path / "artifacts")
+    calls = []
+
+    def busy_twice() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return "ok"
+
+    assert tracker._guard("test", busy_twice) == "ok" and len(calls) == 3 and not tracker.problems
+    assert tracker._guard("test", lambda: 1 / 0) is None
+    assert tracker.problems == ["MLflow test failed: ZeroDivisionError: division by zero"]
+    wal = __import__("sqlite3").connect(tmp_path / "mlflow.db").execute("PRAGMA journal_mode").fetchone()[0]
+    assert wal == "wal"
+
+
+def test_mlflow_failing_loses_no_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every MLflow write fails during the run: the cells finish ok, results saved, the misses recorded."""
+    from mlflow.tracking import MlflowClient
+
+    from bench import tracking
+    from bench.pipeline import RunOptions, run
+    from bench.store import ResultStore
+    from bench.suites import smoke
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk I/O error")
+
+    monkeypatch.setattr(tracking, "RETRIES", ())
+    for name in ("log_metric", "log_batch", "log_param", "set_terminated", "log_artifact"):
+        monkeypatch.setattr(MlflowClient, name, refuse)
+    options = RunOptions(results=tmp_path / "results", data_dir=tmp_path / "data")
+    assert run(smoke().override(trials=1, seeds=(0, 1)), options) == 0
+    records, problems = ResultStore(tmp_path / "results").all_cells()
+    assert not problems and {r["status"] for r in records} == {"ok"} and len(records) == 2
+    for record in records:
+        assert [s["seed"] for s in record["per_seed"]] == [0, 1]
+        assert record["mlflow_problems"] and all("disk I/O error" in p for p in record["mlflow_problems"])
+
+
+def test_a_failed_attempt_never_replaces_a_good_result(tmp_path: Path) -> None:
+    from bench.store import ResultStore
+
+    store = ResultStore(tmp_path / "results")
+    good = {"cell_id": "abc", "task": {"id": "reverse"}, "variant": {"id": "qkv"}, "status": "ok", "seeds": [0, 1]}
+    kept = store.write_cell(good)
+    attempt = store.write_cell({**good, "status": "failed", "reason": "data: download refused", "seeds": [0, 1, 2]})
+    assert attempt.parent == tmp_path / "results" / "attempts" and attempt != kept
+    assert store.load(kept)["status"] == "ok" and store.load(attempt)["kept_ok_result"] == kept.name
+    assert [r["status"] for r in store.all_cells()[0]] == ["ok"]  # the attempt is reported, not read as the cell
+    assert store.write_cell({**good, "seeds": [0, 1, 2]}) == kept and store.load(kept)["seeds"] == [0, 1, 2]
+    fresh = {**good, "cell_id": "new", "status": "failed"}
+    assert store.write_cell(fresh).parent.name == "cells"  # nothing good to keep: the failure is the record

@@ -85,6 +85,13 @@ class _Tracking:
     open_s: float
 
 
+def _created(tracker: Tracker, run_id: str | None) -> str:
+    """A run the measurement needs: without MLflow logging, the harness would be timed doing less."""
+    if run_id is None:
+        raise RuntimeError(f"the throwaway MLflow store refused a run: {'; '.join(tracker.problems[-1:])}")
+    return run_id
+
+
 @contextmanager
 def _tracking() -> Iterator[_Tracking]:
     """A throwaway SQLite MLflow store with one parent run, as `bench run` opens under its results."""
@@ -93,7 +100,7 @@ def _tracking() -> Iterator[_Tracking]:
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
         start = time.perf_counter()
         tracker = Tracker(default_tracking_uri(Path(tmp)), Path(tmp) / "artifacts")
-        parent = tracker.cell_run("perf-harness", "bench perf harness", {"suite": "perf"})
+        parent = _created(tracker, tracker.cell_run("perf-harness", "bench perf harness", {"suite": "perf"}))
         yield _Tracking(tracker, parent, time.perf_counter() - start)
         tracker.finish(parent)
 
@@ -108,7 +115,7 @@ def harness_fit(
     with PeakMemory() as memory:
         start = time.perf_counter()
         tags = {"task": task.id, "variant": variant.id, "suite": "perf"}
-        run_id = run.tracker.child_run(run.parent, f"{task.id}-harness", tags, {"seed": seed})
+        run_id = _created(run.tracker, run.tracker.child_run(run.parent, f"{task.id}-harness", tags, {"seed": seed}))
         logger = run.tracker.logger(run_id)
         result = fit(task, variant, config, OptimConfig(), seed=seed, data_dir=data_dir, test=False, logger=logger)
         run.tracker.finish(run_id)
