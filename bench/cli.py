@@ -124,6 +124,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return prepare_report(_names(args.tasks), _data_dir(args))
 
 
+MAX_SEEDS = 1000  # final fits per cell; more is a typo, not a study
+
+
 def _parse_seeds(value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -132,9 +135,13 @@ def _parse_seeds(value: str | None) -> tuple[int, ...] | None:
             count = int(value)
             if count < 1:
                 raise ValueError
+            if count > MAX_SEEDS:
+                raise ValueError(f"--seeds {value}: at most {MAX_SEEDS} seeds per cell; e.g. --seeds 5")
             return tuple(range(count))
         return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
+    except ValueError as exc:
+        if "at most" in str(exc):
+            raise
         raise ValueError(f"--seeds {value!r}: give a positive count (3) or a list of integers (0,1,2)") from None
 
 
@@ -192,6 +199,8 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
     from bench.tracking import default_tracking_uri
 
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port}: a TCP port lies in 1..65535; e.g. --port 5000")
     db = args.results / "mlflow.db"
     if not db.exists():
         raise ValueError(f"no MLflow store at {db}; run `bench run --results {args.results}` first")

@@ -45,9 +45,10 @@ def prepare_tasks(tasks: list[Any], data_dir: Path) -> list[PrepareOutcome]:
     from rich.progress import Progress
 
     from bench.report import make_console
+    from bench.validate import check_data_dir
     from bench_tasks.base import DataError
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    check_data_dir(data_dir)
     outcomes: list[PrepareOutcome] = []
     with Progress(console=make_console(stderr=True), transient=True) as progress:
         job = progress.add_task("preparing data", total=len(tasks))
@@ -58,6 +59,9 @@ def prepare_tasks(tasks: list[Any], data_dir: Path) -> list[PrepareOutcome]:
                 outcomes.append(PrepareOutcome(task.id, source, None))
             except DataError as exc:
                 outcomes.append(PrepareOutcome(task.id, None, str(exc)))
+            except Exception as exc:  # a plugin's bug fails its own task's cells, never the others'
+                error = f"{task.id}'s prepare raised {type(exc).__name__}: {exc} (a bug in the task plugin)"
+                outcomes.append(PrepareOutcome(task.id, None, error))
             progress.advance(job)
     sources = recorded_sources(data_dir)
     sources.update({o.task: o.source for o in outcomes if o.source is not None})

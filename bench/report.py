@@ -104,7 +104,13 @@ def cache_table(names: list[str] | None, heads: int, head_dim: int, layers: int,
                 why = reason or "no incremental decoding (declared)"
                 table.add_row(escape(spec.id), escape(spec.display_name), "n/a", "n/a", "-", escape(why))
                 continue
-            result = measure_decoding(spec, config, tokens)
+            try:
+                result = measure_decoding(spec, config, tokens)
+            except Exception as exc:  # one broken plugin is reported by name; the others are still measured
+                failed += 1
+                why = escape(f"{type(exc).__name__}: {exc}")
+                table.add_row(escape(spec.id), escape(spec.display_name), "-", "-", "[red]NO[/]", why)
+                continue
             ok = result.bytes_match and result.max_abs_diff <= 1e-5
             failed += not ok
             table.add_row(

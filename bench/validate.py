@@ -35,9 +35,19 @@ def check_run_inputs(suite: Suite, options: RunOptions, storage: str) -> None:
     if not suite.tasks:
         raise ValueError("no tasks selected; pass --tasks, e.g. --tasks reverse,mnist")
     _check_writable(options.results, "--results")
+    check_data_dir(options.data_dir)
     check_storage(storage)
     if options.tracking_uri and options.tracking_uri != "none":
         check_tracking_uri(options.tracking_uri)
+
+
+def check_data_dir(folder: Path) -> None:
+    """The data cache must be a folder we can create and write (it comes from $BENCH_DATA_DIR or --data-dir)."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(
+            f"data folder {folder} is a file, not a folder; point $BENCH_DATA_DIR or --data-dir at a folder"
+        )
+    _check_writable(folder, "data folder ($BENCH_DATA_DIR or --data-dir)")
 
 
 def _check_writable(folder: Path, flag: str) -> None:
