@@ -9,6 +9,7 @@ and error and skipped, never a crash of everything else.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -19,6 +20,18 @@ T = TypeVar("T")
 VARIANTS_GROUP = "bench.variants"
 TASKS_GROUP = "bench.tasks"
 BUILTIN_DISTRIBUTION = "bench"
+#: ids become parts of file names: letters, digits, ".", "_", "-", starting with a letter or digit
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+
+
+def check_id(value: object, what: str) -> str:
+    """`value` if it is a safe id (see `SAFE_ID`, and no ".."); else ValueError naming it and the rule."""
+    if not isinstance(value, str) or not SAFE_ID.fullmatch(value) or ".." in value:
+        raise ValueError(
+            f"{what} {value!r} is not a safe id: use letters, digits, '.', '_' and '-' (at most 80, "
+            "starting with a letter or digit, no '..'); ids become file names"
+        )
+    return value
 
 
 class UnknownNameError(KeyError):
@@ -79,6 +92,7 @@ class Registry(Generic[T]):
             declared = getattr(obj, "id", name)
             if declared != name:
                 raise ValueError(f"its id {declared!r} differs from the entry-point name {name!r}")
+            check_id(name, "entry-point name")
         except Exception as exc:  # a broken plugin must not take the harness down
             self.failures[name] = PluginFailure(name, self.origin(name), ep.value, f"{type(exc).__name__}: {exc}")
             return None

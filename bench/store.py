@@ -68,6 +68,12 @@ class ResultStore:
         self.partial_dir = root / "partial"
 
     def cell_path(self, task: str, variant: str, cell_id: str) -> Path:
+        """Where a cell's record lives; every id is checked first, so none can point outside the store."""
+        from bench.registry import check_id
+
+        check_id(task, "task id")
+        check_id(variant, "variant id")
+        check_id(cell_id, "cell id")
         return self.cells_dir / f"{task}__{variant}__{cell_id}.json"
 
     def find(self, cell_id: str) -> Path | None:
@@ -120,6 +126,9 @@ class ResultStore:
         return out
 
     def write_seed(self, cell_id: str, seed_result: dict[str, Any]) -> None:
+        from bench.registry import check_id
+
+        check_id(cell_id, "cell id")
         write_json_atomic(self.partial_dir / cell_id / f"seed-{seed_result['seed']}.json", seed_result)
 
     def all_cells(self) -> tuple[list[dict[str, Any]], list[str]]:

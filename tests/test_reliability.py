@@ -218,3 +218,35 @@ def test_bench_cache_reports_a_broken_variant_by_name_and_measures_the_rest(
     assert main(["cache", "--variants", "qkv,mqa,tied-kv", "--tokens", "4", "--layers", "1"]) == 1
     out = " ".join(capsys.readouterr().out.split())
     assert "cache holds 1 tensors per token, got 2" in out and out.count("yes") == 2  # qkv and tied-kv measured
+
+
+@pytest.mark.parametrize("bad", ["../escape", "a/b", "..", "", "x" * 81, "-lead", "a b", "ok\n"])
+def test_ids_that_would_become_paths_outside_the_store_are_refused(bad: str, tmp_path: Path) -> None:
+    from bench.store import ResultStore
+
+    store = ResultStore(tmp_path / "results")
+    record = {"cell_id": "abc123", "task": {"id": "reverse"}, "variant": {"id": bad}, "status": "ok"}
+    with pytest.raises(ValueError, match="is not a safe id"):
+        store.write_cell(record)
+    with pytest.raises(ValueError, match="is not a safe id"):
+        store.write_seed(bad, {"seed": 0})
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_a_plugin_with_an_unsafe_id_is_reported_not_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+    import sys
+    import types
+    from importlib.metadata import EntryPoint
+
+    from bench.registry import Registry
+    from bench_variants import presets
+    from bench_variants.base import VariantSpec
+
+    module = types.ModuleType("evil_plugin")
+    module.EVIL = dataclasses.replace(presets.QKV, id="../evil")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "evil_plugin", module)
+    ep = EntryPoint(name="../evil", value="evil_plugin:EVIL", group="bench.variants")
+    registry: Registry[VariantSpec] = Registry("bench.variants", "variant", VariantSpec, entries=[ep])
+    assert registry.all() == {}
+    assert "is not a safe id" in registry.failures["../evil"].error

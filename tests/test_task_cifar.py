@@ -207,3 +207,31 @@ def test_fast_dev_run(variant: str, proxy_dir: tuple[CifarTask, Path]) -> None:
                  fast_dev_run=True)  # fmt: skip
     assert 0.0 <= result.test["accuracy"] <= 1.0 and result.test["loss"] > 0
     assert result.data_source["kind"] == "proxy"
+
+
+class _RunsCode:
+    """A pickled object that, loaded by plain `pickle`, would create a file: the attack a shared data folder allows."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_proxy_file_that_would_run_code_is_refused_and_runs_nothing(
+    proxy_dir: tuple[CifarTask, Path], tmp_path: Path
+) -> None:
+    task, data_dir = proxy_dir
+    shutil.copytree(data_dir, tmp_path / "data", dirs_exist_ok=True)
+    planted = (
+        task.proxy_root(tmp_path / "data") / task.layout.folder / ("test_batch" if task.id == "cifar10" else "test")
+    )
+    with open(planted, "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    marker = tmp_path / "code-ran"
+    entry["filenames"] = [_RunsCode(marker)]
+    planted.write_bytes(pickle.dumps(entry, protocol=2))
+    with pytest.raises(DataError, match="refusing to unpickle") as err:
+        task.load_splits(tmp_path / "data", task.config("smoke"))
+    assert str(planted) in str(err.value) and not marker.exists()

@@ -167,9 +167,33 @@ def _files(layout: CifarLayout) -> list[tuple[str, str, str]]:
     return [*batches, (base.meta["filename"], base.meta["md5"], "meta")]
 
 
+#: the only globals a CIFAR pickle needs: numpy's array reconstruction (the rest is dicts, lists, str, int;
+#: `_codecs.encode` is how Python 3 writes bytes at protocol 2, a pure function)
+_ARRAY_GLOBALS = {
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+} | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # Python 3's protocol-2 bytes
+
+
+class UnsafePickle(pickle.UnpicklingError):
+    """A data file that asks to import anything beyond numpy's array reconstruction."""
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles plain data and numpy arrays; any other global (a way to run code) is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ARRAY_GLOBALS:
+            return super().find_class(module, name)
+        raise UnsafePickle(f"it asks to load {module}.{name}, which no CIFAR file needs: refusing to unpickle it")
+
+
 def _unpickle(path: Path) -> Any:
+    """A CIFAR pickle, as torchvision reads them (latin1), but through `_ArraysOnly`: a data folder
+    someone else can write cannot run code as the next user."""
     with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")  # as torchvision reads them
+        return _ArraysOnly(f, encoding="latin1").load()
 
 
 def file_problem(path: Path, md5: str | None, role: str, layout: CifarLayout) -> str | None:
@@ -313,12 +337,17 @@ class CifarTask(ImageClassificationTask):
                 raise DataError(f"{path} {problem}. {self._fix(data_dir, generated)}")
 
     def _read(self, data_dir: Path, train: bool) -> tuple[Tensor, Tensor]:
-        """Images (N, 3, 32, 32) uint8 and labels (N,) of one split, through torchvision's reader."""
+        """Images (N, 3, 32, 32) uint8 and labels (N,) of one split: torchvision's files and layout, read
+        through `_unpickle` (arrays only) rather than torchvision's plain `pickle.load`."""
         root, generated = self._locate(data_dir)
+        base = dataset_class(self.layout.torchvision_class, generated)
         try:
-            dataset = dataset_class(self.layout.torchvision_class, generated)(str(root), train=train, download=False)
-            images_NHWC = np.asarray(dataset.data, dtype=np.uint8)
-            labels_N = np.asarray(dataset.targets, dtype=np.int64)
+            entries = [
+                _unpickle(root / base.base_folder / file) for file, _ in (base.train_list if train else base.test_list)
+            ]
+            data = np.vstack([e["data"] for e in entries]).reshape(-1, 3, 32, 32)
+            images_NHWC = np.asarray(data.transpose(0, 2, 3, 1), dtype=np.uint8)
+            labels_N = np.asarray([y for e in entries for y in e[self.layout.label_key]], dtype=np.int64)
             if (
                 labels_N.shape != (len(images_NHWC),)
                 or not ((labels_N >= 0) & (labels_N < self.layout.n_classes)).all()
