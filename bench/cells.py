@@ -206,7 +206,19 @@ def cost_figures(cell: Cell, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
-    """Tune, refit, measure and store one cell; a failure is stored as a failed cell, not raised."""
+    """Tune, refit, measure and store one cell; a failure is stored as a failed cell, not raised.
+
+    The cell is claimed first (`ResultStore.claim`): when another live run holds it, this one leaves it
+    alone (status "busy", nothing written), so two runs on one results folder never run a cell twice.
+    """
+    with ctx.store.claim(cell.id) as mine:
+        if not mine:
+            ctx.progress.log(f"[yellow]{cell.label}: another run is working on this cell; left to it[/]")
+            return {**base_record(cell), "status": "busy"}
+        return _run_claimed(cell, ctx)
+
+
+def _run_claimed(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     record = base_record(cell)
     trivial = baselines.stored(cell.task, cell.config, ctx.store)
     if trivial is not None:

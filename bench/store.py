@@ -4,6 +4,8 @@ Layout under the results folder:
 
     cells/<task>__<variant>__<cell id>.json     finished (or n/a, or failed) cells
     partial/<cell id>/seed-<n>.json             final fits done so far for an unfinished cell
+    attempts/<cell file stem>.<time>.json       failed attempts that did not replace an ok result
+    locks/<cell id>.lock                        the run working on a cell now (pid, host)
 
 Every cell file carries `schema_version`; readers refuse files of an unknown version with a clear
 message rather than misreading them.
@@ -14,7 +16,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +56,24 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _stale(lock: Path) -> bool:
+    """A claim whose process is gone (same machine), or that cannot be read; another machine's is live."""
+    try:
+        owner = json.loads(lock.read_text())
+        pid, host = int(owner["pid"]), str(owner["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return True  # torn or foreign: nothing can be holding it by our rules
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _stamp() -> str:
@@ -112,6 +135,36 @@ class ResultStore:
             return self.load(path).get("status") == "ok"
         except ValueError:
             return False
+
+    @contextmanager
+    def claim(self, cell_id: str) -> Iterator[bool]:
+        """Hold `cell_id` for this process while the block runs: True if claimed, False if another live run has it.
+
+        A claim is a file created exclusively under `locks/`, naming the process and machine. One left
+        by a process that no longer exists on this machine (kill -9) is stale and is taken over.
+        """
+        from bench.registry import check_id
+
+        path = self.root / "locks" / f"{check_id(cell_id, 'cell id')}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mine = False
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if _stale(path):
+                    path.unlink(missing_ok=True)
+                    continue
+                break
+            with os.fdopen(fd, "w") as f:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+            mine = True
+            break
+        try:
+            yield mine
+        finally:
+            if mine:
+                path.unlink(missing_ok=True)
 
     def seed_results(self, cell_id: str) -> dict[int, dict[str, Any]]:
         """Final fits already done for a cell, by seed."""

@@ -250,3 +250,52 @@ def test_a_plugin_with_an_unsafe_id_is_reported_not_loaded(monkeypatch: pytest.M
     registry: Registry[VariantSpec] = Registry("bench.variants", "variant", VariantSpec, entries=[ep])
     assert registry.all() == {}
     assert "is not a safe id" in registry.failures["../evil"].error
+
+
+def test_a_claimed_cell_is_left_alone_and_a_dead_runs_claim_is_taken_over(tmp_path: Path) -> None:
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from bench.store import ResultStore
+
+    store = ResultStore(tmp_path / "results")
+    with store.claim("abc") as first, store.claim("abc") as second:
+        assert first and not second
+    assert not (tmp_path / "results" / "locks" / "abc.lock").exists()  # released
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock = tmp_path / "results" / "locks" / "abc.lock"
+    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))  # a kill -9'd run's
+    with store.claim("abc") as taken:
+        assert taken
+    lock.write_text(json.dumps({"pid": 1, "host": "another-machine"}))
+    with store.claim("abc") as other_host:
+        assert not other_host and lock.exists()
+
+
+def test_two_runs_on_one_results_folder_run_every_cell_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    from bench.store import ResultStore
+    from bench.tracking import default_tracking_uri
+
+    argv = [sys.executable, "-m", "bench.cli", "run", "--suite", "smoke", "--results", str(tmp_path / "results"),
+            "--data-dir", str(tmp_path / "data")]  # fmt: skip
+    subprocess.run([*argv, "--dry-run"], check=True, capture_output=True)  # the stores exist before the race
+    runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in runs]
+    assert [p.returncode for p in runs] == [0, 0], outputs
+    records, _ = ResultStore(tmp_path / "results").all_cells()
+    assert sorted(r["status"] for r in records) == ["ok", "ok"]
+    client = MlflowClient(default_tracking_uri(tmp_path / "results"))
+    experiment = client.get_experiment_by_name("bench")
+    assert experiment is not None
+    for record in records:
+        children = client.search_runs(
+            [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{record['mlflow']['run_id']}'"
+        )
+        assert len(children) == 2 + 2, outputs  # 2 trials and 2 seeds: nothing ran twice
