@@ -137,18 +137,63 @@ def _run_parallel(todo: list[matrix.Cell], suite: Suite, options: RunOptions, co
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     threads = max(1, (os.cpu_count() or 1) // options.jobs)
-    _context(options, ResultStore(options.results), console, 0)  # create the MLflow store once, not racing
+    store = ResultStore(options.results)
+    _context(options, store, console, 0)  # create the MLflow store once, not racing
     context = multiprocessing.get_context("spawn")
-    todo = sorted(todo, key=lambda c: FAMILY_COST_RANK.get(c.task.family, 0))  # long cells first: no idle tail
-    with RunProgress(console, len(todo)) as progress, ProcessPoolExecutor(options.jobs, mp_context=context) as pool:
-        futures = {pool.submit(_run_one, suite, options, c.task.id, c.variant.id, threads): c for c in todo}
-        for future in as_completed(futures):
-            cell = futures[future]
-            status = future.result()
-            progress.log(f"{cell.label}: {status}")
-            progress.end_cell()
+    pending = sorted(todo, key=lambda c: FAMILY_COST_RANK.get(c.task.family, 0))  # long cells first: no idle tail
+
+    def pool_round(cells: list[matrix.Cell], workers: int, progress: RunProgress) -> list[matrix.Cell]:
+        """Run `cells`; return those cut short because a worker process died (the pool breaks for all)."""
+        cut: list[matrix.Cell] = []
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = {pool.submit(_run_one, suite, options, c.task.id, c.variant.id, threads): c for c in cells}
+            for future in as_completed(futures):
+                cell = futures[future]
+                try:
+                    status = future.result()
+                except BrokenProcessPool:
+                    cut.append(cell)
+                    continue
+                progress.log(f"{cell.label}: {status}")
+                progress.end_cell()
+        return cut
+
+    with RunProgress(console, len(pending)) as progress:
+        for _ in range(len(pending) + 1):  # each round finishes a cell or fails one, or no worker can start
+            if not pending:
+                break
+            cut = pool_round(pending, options.jobs, progress)
+            # a worker died (OOM killer, kill -9): the cells it and its siblings were running left a claim
+            # behind; each of those runs again alone, so a cell that kills its worker fails by itself
+            started = [c for c in cut if store.claim_left(c.id)]
+            for cell in started:
+                if pool_round([cell], 1, progress):
+                    progress.log(f"{cell.label}: {_record_lost(store, cell)}")
+                    progress.end_cell()
+            if cut:
+                progress.log(
+                    f"[yellow]a worker process died: {len(started)} cell(s) it cut short ran again alone, "
+                    f"{len(cut) - len(started)} waiting cell(s) went to new workers[/]"
+                )
+            pending = [c for c in cut if c not in started]
+            if pending and len(pending) == len(cut) and not started:  # workers die before any cell starts
+                for cell in pending:
+                    progress.log(f"{cell.label}: {_record_lost(store, cell)}")
+                break
+
+
+def _record_lost(store: ResultStore, cell: matrix.Cell) -> str:
+    from bench.cells import base_record
+
+    reason = (
+        "its worker process died while running it, also when run alone (killed by the system, e.g. out of "
+        "memory, or by a signal); finished seeds are kept in partial/ and a later run resumes from them"
+    )
+    store.write_cell({**base_record(cell), "status": "failed", "reason": reason})
+    return "failed (its worker died)"
 
 
 def _run_one(suite: Suite, options: RunOptions, task_id: str, variant_id: str, threads: int) -> str:

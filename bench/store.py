@@ -166,6 +166,10 @@ class ResultStore:
             if mine:
                 path.unlink(missing_ok=True)
 
+    def claim_left(self, cell_id: str) -> bool:
+        """Whether a claim on `cell_id` is on disk (a run that died while working on it leaves one)."""
+        return (self.root / "locks" / f"{cell_id}.lock").exists()
+
     def seed_results(self, cell_id: str) -> dict[int, dict[str, Any]]:
         """Final fits already done for a cell, by seed."""
         folder = self.partial_dir / cell_id

@@ -299,3 +299,46 @@ def test_two_runs_on_one_results_folder_run_every_cell_once(tmp_path: Path) -> N
             [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{record['mlflow']['run_id']}'"
         )
         assert len(children) == 2 + 2, outputs  # 2 trials and 2 seeds: nothing ran twice
+
+
+KILLER_PLUGIN = """
+import dataclasses, os, signal
+from bench_variants.grid import SharedProjectionVariant
+
+@dataclasses.dataclass(frozen=True)
+class Killer(SharedProjectionVariant):
+    def build(self, config):
+        os.kill(os.getpid(), signal.SIGKILL)  # what the out-of-memory killer does to a worker
+
+    def mechanism(self, config):
+        return None  # its own computation, never n/a as QKV's twin
+
+KILLER = Killer("killer", "Killer", summary="kills the process that builds it")
+"""
+
+
+def test_a_worker_killed_under_jobs_2_fails_its_cell_not_the_run(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from bench.store import ResultStore
+
+    site = tmp_path / "site"
+    (site / "killer_plugin-0.1.dist-info").mkdir(parents=True)
+    (site / "killer_plugin.py").write_text(KILLER_PLUGIN)
+    (site / "killer_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: killer-plugin\n"
+                                                                   "Version: 0.1\n")  # fmt: skip
+    (site / "killer_plugin-0.1.dist-info" / "entry_points.txt").write_text(
+        "[bench.variants]\nkiller = killer_plugin:KILLER\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, "-m", "bench.cli", "run", "--suite", "smoke", "--variants", "qkv,tied-kv,killer",
+            "--jobs", "2", "--tracking-uri", "none", "--results", str(tmp_path / "results"),
+            "--data-dir", str(tmp_path / "data")]  # fmt: skip
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stdout + done.stderr  # a failed cell, reported; not a crash
+    records = {r["variant"]["id"]: r for r in ResultStore(tmp_path / "results").all_cells()[0]}
+    assert records["qkv"]["status"] == records["tied-kv"]["status"] == "ok"
+    assert records["killer"]["status"] == "failed" and "worker process died" in records["killer"]["reason"]
+    assert "Traceback" not in done.stdout + done.stderr
