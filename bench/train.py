@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,36 @@ class FitResult:
     steps: int = 0  # optimiser steps taken
     step_seconds: float = 0.0  # first step's start to last step's end, validation taken out
     eval_seconds: float = 0.0  # validation passes during training
+
+
+class FitTimeout(RuntimeError):
+    """A fit that ran past its task's time limit (`Task.fit_time_limit`): hung, or far slower than declared."""
+
+
+@contextmanager
+def time_limit(seconds: float, what: str) -> Iterator[None]:
+    """Raise `FitTimeout` in this thread if the block runs longer than `seconds` (POSIX, main thread).
+
+    An interval timer's signal interrupts Python code and blocking waits (a sleep, a lock); elsewhere,
+    or off the main thread, the block runs unguarded.
+    """
+    import signal
+    import threading
+
+    if seconds <= 0 or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise FitTimeout(f"{what} ran past its time limit of {seconds:.0f} s (Task.fit_time_limit); stopped as hung")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class Diverged(RuntimeError):
@@ -222,7 +253,8 @@ def fit(
         num_sanity_val_steps=0,
         log_every_n_steps=50,  # curves in MLflow; a SQLite write every step would cost ~3 ms each
     )
-    with PeakMemory(device, interval_s=0.01) as memory:  # this fit's peak, not the process's lifetime one
+    limit = task.fit_time_limit(config)
+    with PeakMemory(device, interval_s=0.01) as memory, time_limit(limit, f"a fit of {task.id} x {variant.id}"):
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
         train_seconds = time.perf_counter() - start

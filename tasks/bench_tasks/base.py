@@ -157,6 +157,14 @@ class Task(abc.ABC):
         """
         return {}
 
+    def fit_time_limit(self, config: TaskConfig) -> float:
+        """Seconds one fit of `config` may take before it is stopped as hung (the cell then fails, saying so).
+
+        The default, an hour per epoch, is far above any honest fit of the shipped configs (seconds to
+        minutes); a task with slow fits raises it.
+        """
+        return 3600.0 * max(1, config.max_epochs)
+
     def learns(self, value: float, baseline: float) -> bool:
         """Whether a score `value` beats the trivial `baseline` by the task's declared margin."""
         if self.higher_is_better:
