@@ -20,7 +20,7 @@ SHARED_SPACE: dict[str, tuple[str, float, float]] = {
     "warmup_frac": ("float", 0.0, 0.2),
 }
 #: bump when the sampling scheme changes (it is part of every cell id)
-SAMPLER_VERSION = "tpe-task-seeded-1"
+SAMPLER_VERSION = "tpe-task-seeded-2"  # 2: reseeded per finished trial (resume-fair)
 #: the seed of every tuning fit (data order and initial values): disjoint from the test seeds, so a
 #: final fit never repeats a tuning fit, and the same for every variant of a task
 TUNING_SEED = 1_000_000
@@ -81,16 +81,29 @@ def open_study(
         load_if_exists=True,
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
     )
+    # a trial left RUNNING was cut short by a killed run (the cell's claim rules out a live one): it
+    # is failed and queued again with the same parameters, so the study's candidates stay the same
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
-    done = len(study.get_trials(deepcopy=False))
-    if done == 0:
-        study.enqueue_trial(defaults or DEFAULT_PARAMS, skip_if_exists=True)
-    # seeded per task and resume point: deterministic, shared by the task's variants, and a resumed
-    # study does not replay its first draws
-    seed = int(hashlib.sha256(f"{sampler_key or cell_id}:{done}".encode()).hexdigest()[:8], 16)
-    study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+        if trial.params:
+            study.enqueue_trial(dict(trial.params), skip_if_exists=False)
+    wanted = defaults or DEFAULT_PARAMS
+    kept = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)
+    if not any(t.params == wanted for t in study.get_trials(deepcopy=False, states=kept)):
+        study.enqueue_trial(wanted, skip_if_exists=False)  # the default-settings trial always runs
+    study.set_user_attr("sampler_key", sampler_key or cell_id)
+    reseed(study, finished_trials(study))
     return study
+
+
+def reseed(study: optuna.Study, k: int) -> None:
+    """The sampler for the study's k-th finished trial, seeded by (task, k) alone: every variant of a
+    task, resumed or not, is offered the same random candidates in the same order."""
+    import optuna
+
+    key = study.user_attrs.get("sampler_key", study.study_name)
+    seed = int(hashlib.sha256(f"{key}:{k}".encode()).hexdigest()[:8], 16)
+    study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
 
 
 def finished_trials(study: optuna.Study) -> int:
@@ -115,6 +128,7 @@ def tune(
 
     remaining = max(0, n_trials - finished_trials(study))
     for _ in range(remaining):
+        reseed(study, finished_trials(study))
         trial = study.ask()
         params = suggest(trial, space)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -365,3 +366,35 @@ def test_a_hanging_fit_is_stopped_at_its_time_limit(tmp_path: Path, monkeypatch:
         fit(task, variants().get("qkv"), task.config("smoke"), OptimConfig(), seed=0, data_dir=tmp_path,
             test=False, callbacks=[Hang()])  # fmt: skip
     assert time.perf_counter() - started < 10
+
+
+def test_a_resumed_study_reruns_the_cut_trial_and_is_offered_its_siblings_candidates(tmp_path: Path) -> None:
+    from optuna.trial import TrialState
+
+    from bench.tuning import open_study, reseed, suggest, tune
+
+    space = {"lr": ("log", 1e-4, 1e-2), "weight_decay": ("log", 1e-5, 1e-1)}
+    defaults = {"lr": 1e-3, "weight_decay": 1e-4}
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def study(cell: str) -> Any:
+        return open_study(cell, storage, True, sampler_key="reverse:default", defaults=defaults)
+
+    sibling: list[dict[str, float]] = []
+    tune(study("sibling"), 5, space, lambda t, p: sibling.append(p) or -p["lr"], defaults=defaults)
+    assert sibling[0] == defaults and len(sibling) == 5  # trial 0 is always the defaults
+    resumed, first = study("resumed"), []
+    for k in range(3):  # two trials finish; the third is cut short by a kill -9: it stays RUNNING
+        reseed(resumed, k)
+        trial = resumed.ask()
+        params = suggest(trial, space)
+        if k < 2:
+            resumed.tell(trial, -params["lr"])
+            first.append(params)
+    again = study("resumed")
+    states = [t.state for t in again.get_trials()]
+    assert states.count(TrialState.FAIL) == 1 and states.count(TrialState.WAITING) == 1
+    rest: list[dict[str, float]] = []
+    tune(again, 5, space, lambda t, p: rest.append(p) or -p["lr"], defaults=defaults)
+    assert rest[0] == params  # the cut trial runs again with its own parameters
+    assert first + rest == sibling  # the same candidates, in the same order, as the uninterrupted sibling

@@ -27,7 +27,7 @@ from .load import load_analytic, load_results
 
 TEMPLATES = Path(__file__).parent / "templates"
 CSV_COLUMNS = (
-    "task", "scale", "variant", "display_name", "state", "reason", "metric", "higher_is_better", "gate",
+    "task", "scale", "variant", "display_name", "ablates", "state", "reason", "metric", "higher_is_better", "gate",
     "trivial_baseline", "trivial_baseline_value", "learn_margin", "rank",
     "mean", "ci95_low", "ci95_high", "n", "diff_vs_qkv", "diff_ci95_low", "diff_ci95_high", "diff_relative",
     "significant", "p_value", "q_value", "ci_method", "parameters", "n_heads", "kv_heads", "head_dim",
