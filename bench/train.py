@@ -268,7 +268,7 @@ def fit(
         peak_memory_bytes=memory.peak_bytes,
         peak_memory_growth_bytes=memory.growth_bytes,
         parameters=sum(p.numel() for p in module.net.parameters()),
-        data_source=source.as_dict(),
+        data_source=source.public(data_dir),
         steps=monitor.steps,
         step_seconds=monitor.step_seconds(),
         eval_seconds=monitor.eval_seconds(),

@@ -398,3 +398,20 @@ def test_a_resumed_study_reruns_the_cut_trial_and_is_offered_its_siblings_candid
     tune(again, 5, space, lambda t, p: rest.append(p) or -p["lr"], defaults=defaults)
     assert rest[0] == params  # the cut trial runs again with its own parameters
     assert first + rest == sibling  # the same candidates, in the same order, as the uninterrupted sibling
+
+
+def test_data_origins_are_recorded_without_local_paths(tmp_path: Path) -> None:
+    import sys
+
+    from bench_tasks.base import DataSource, public_origin
+
+    data = tmp_path / "data"
+    assert public_origin(str(data / "FashionMNIST" / "raw"), data) == "<data>/FashionMNIST/raw"
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    origin = public_origin(f"{site}/rich/console.py", data)
+    assert origin.startswith("<package rich ") and origin.endswith(">/console.py") and site not in origin
+    assert public_origin("/srv/shared/photos/kodim01.png", data) == "<local>/photos/kodim01.png"
+    assert public_origin("generated in memory per seed", data) == "generated in memory per seed"
+    assert public_origin("https://example.org/x.zip", data) == "https://example.org/x.zip"
+    source = DataSource("MNIST", "real", str(data / "mnist"), "note")
+    assert source.public(data) == {"name": "MNIST", "kind": "real", "origin": "<data>/mnist", "note": "note"}

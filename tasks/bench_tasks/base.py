@@ -32,6 +32,29 @@ class DataError(Exception):
     """Data that is missing, corrupt or truncated; the message names the file and the fix."""
 
 
+def public_origin(origin: str, data_dir: Path) -> str:
+    """A data origin without local paths (see `DataSource.public`)."""
+    if "://" in origin or not origin.startswith(("/", "~")):
+        return origin
+    path = Path(origin).expanduser()
+    try:
+        return f"<data>/{path.resolve().relative_to(data_dir.resolve()).as_posix()}"
+    except (ValueError, OSError):
+        pass
+    parts = path.parts
+    if "site-packages" in parts:
+        inside = parts[parts.index("site-packages") + 1 :]
+        if inside:
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                label = f"{inside[0]} {version(inside[0])}"
+            except (PackageNotFoundError, ValueError):
+                label = inside[0]
+            return "/".join([f"<package {label}>", *inside[1:]])
+    return "/".join(["<local>", *parts[-2:]])
+
+
 @dataclass(frozen=True)
 class DataSource:
     """Where a task's data really came from. A proxy is never labelled with the dataset it stands in for.
@@ -50,6 +73,14 @@ class DataSource:
 
     def as_dict(self) -> dict[str, str]:
         return dataclasses.asdict(self)
+
+    def public(self, data_dir: Path) -> dict[str, str]:
+        """`as_dict` as results record it: `origin` without the path of the machine that read it.
+
+        A path under the data folder becomes `<data>/...`; one inside an installed package
+        `<package NAME VERSION>/...`; any other local path just its last two parts. URLs stay.
+        """
+        return {**self.as_dict(), "origin": public_origin(self.origin, data_dir)}
 
 
 @dataclass(frozen=True)
