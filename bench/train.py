@@ -160,6 +160,17 @@ def share_initial_values(net: nn.Module, reference: nn.Module) -> int:
     return copied
 
 
+def env_threads() -> int | None:
+    """Torch threads per fit from `$BENCH_THREADS` (None when unset); ValueError naming the fix when bad."""
+    value = os.environ.get("BENCH_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"$BENCH_THREADS {value!r}: give a positive whole number of torch threads "
+                         "(e.g. BENCH_THREADS=1), or unset it")  # fmt: skip
+    return int(value)
+
+
 def skip_absent_gpu_probe() -> None:
     """On a machine without a usable GPU, hide CUDA devices from this process (it has none to use).
 
@@ -218,9 +229,9 @@ def fit(
     quiet_lightning()
     skip_absent_gpu_probe()
     L.seed_everything(seed, workers=True, verbose=False)
-    threads = os.environ.get("BENCH_THREADS")
+    threads = env_threads()
     if threads:
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(threads)
     source = task.prepare(data_dir)
     datamodule = task.datamodule(data_dir, config, seed)
     chosen = getattr(datamodule, "source", None)  # a config may pick among a task's sources

@@ -36,6 +36,9 @@ def check_run_inputs(suite: Suite, options: RunOptions, storage: str) -> None:
         raise ValueError("no tasks selected; pass --tasks, e.g. --tasks reverse,mnist")
     _check_writable(options.results, "--results")
     check_data_dir(options.data_dir)
+    from bench.train import env_threads
+
+    env_threads()  # a bad $BENCH_THREADS fails here, not in every fit
     check_storage(storage)
     if options.tracking_uri and options.tracking_uri != "none":
         check_tracking_uri(options.tracking_uri)

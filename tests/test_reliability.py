@@ -176,6 +176,19 @@ def test_hostile_cli_input_gives_a_clear_error(
     assert message in err and "Traceback" not in err and "hunter2" not in err
 
 
+@pytest.mark.parametrize("argv", [["run", "--suite", "smoke", "--dry-run"], ["perf", "--quick", "--only", "attention"]])
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5"])
+def test_bad_bench_threads_is_named_before_any_fit(
+    argv: list[str], value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.cli import main
+
+    monkeypatch.setenv("BENCH_THREADS", value)
+    where = ["--results", str(tmp_path / "r"), "--data-dir", str(tmp_path / "d")] if argv[0] == "run" else []
+    assert main([*argv, *where, *(["--out", str(tmp_path / "perf")] if argv[0] == "perf" else [])]) == 2
+    assert f"$BENCH_THREADS '{value}': give a positive whole number" in " ".join(capsys.readouterr().err.split())
+
+
 def test_data_dir_from_the_environment_pointing_at_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     from bench.cli import main

@@ -66,8 +66,10 @@ def _threads(threads: int | None, quick: bool) -> Iterator[int]:
 
     if threads is not None and threads < 1:
         raise ValueError(f"--threads {threads}: give a positive number of threads")
+    from bench.train import env_threads
+
     before, env = torch.get_num_threads(), os.environ.get("BENCH_THREADS")
-    chosen = threads or (int(env) if env else 1 if quick else before)
+    chosen = threads or env_threads() or (1 if quick else before)
     torch.set_num_threads(chosen)
     os.environ["BENCH_THREADS"] = str(chosen)
     try:
