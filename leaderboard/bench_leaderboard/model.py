@@ -14,7 +14,9 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
+
+from bench.tracking import redact
 
 from . import scoring
 
@@ -43,11 +45,8 @@ def mlflow_url(record: Mapping[str, Any]) -> str | None:
     if not isinstance(info, Mapping) or not info.get("run_id") or info.get("experiment_id") is None:
         return None
     uri = str(info.get("tracking_uri") or "")
-    if uri.startswith(("http://", "https://")):  # a server: link to it, without any credentials in the URI
-        parts = urlsplit(uri)
-        base = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1], query="", fragment="")).rstrip("/")
-    else:
-        base = MLFLOW_UI
+    # a server: link to it, without any credentials an older record may carry in the URI
+    base = redact(uri).rstrip("/") if uri.startswith(("http://", "https://")) else MLFLOW_UI
     return (
         f"{base}/#/experiments/{quote(str(info['experiment_id']), safe='')}/runs/{quote(str(info['run_id']), safe='')}"
     )
