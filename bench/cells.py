@@ -22,7 +22,16 @@ from bench.stats import summarize
 from bench.store import ResultStore
 from bench.tracking import Tracker, public_uri
 from bench.train import Diverged, FitResult, fit
-from bench.tuning import TUNING_SEED, default_params, finished_trials, open_study, optim_config, search_space, tune
+from bench.tuning import (
+    TUNING_SEED,
+    Pruning,
+    default_params,
+    finished_trials,
+    open_study,
+    optim_config,
+    search_space,
+    tune,
+)
 
 MEASURE_LIMIT = 1 << 24  # context x width x layers beyond which decoding on the CPU is too slow to measure
 
@@ -63,11 +72,11 @@ def base_record(cell: Cell) -> dict[str, Any]:
 
 def _fit(cell: Cell, ctx: RunContext, params: dict[str, float], seed: int, run_id: str | None, **kw: Any) -> FitResult:
     logger = ctx.tracker.logger(run_id) if ctx.tracker and run_id else False
-    callbacks = [ctx.progress.callback(), *kw.pop("callbacks", [])]
+    hooks = [ctx.progress.callback(), *kw.pop("hooks", [])]
     optim = optim_config(params)
     reference = variant_registry().get(cell.suite.baseline)  # shared initial values (paired seeds)
     return fit(cell.task, cell.variant, cell.config, optim, seed=seed, data_dir=ctx.data_dir, logger=logger,
-               callbacks=callbacks, init_reference=reference, **kw)  # fmt: skip
+               hooks=hooks, init_reference=reference, **kw)  # fmt: skip
 
 
 def _child(ctx: RunContext, parent: str | None, cell: Cell, name: str, params: dict[str, Any]) -> str | None:
@@ -78,7 +87,6 @@ def _child(ctx: RunContext, parent: str | None, cell: Cell, name: str, params: d
 
 def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, float], dict[str, Any]]:
     import optuna
-    from optuna_integration import PyTorchLightningPruningCallback
 
     task = cell.task
     space = search_space(task)
@@ -95,10 +103,10 @@ def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, fl
     def objective(trial: Any, params: dict[str, float]) -> float:
         ctx.progress.start_fit(f"  trial {trial.number + 1}")
         run_id = _child(ctx, parent, cell, f"trial-{trial.number}", {**params, "trial": trial.number})
-        pruner = PyTorchLightningPruningCallback(trial, monitor=f"val/{metric}")
+        pruner = Pruning(trial, metric)
         status = "FAILED"
         try:
-            result = _fit(cell, ctx, params, TUNING_SEED, run_id, test=False, callbacks=[pruner])
+            result = _fit(cell, ctx, params, TUNING_SEED, run_id, test=False, hooks=[pruner])
             status = "FINISHED"
         except Diverged as exc:  # these settings blow up: a bad candidate, not a broken cell
             raise optuna.TrialPruned(str(exc)) from exc

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+if TYPE_CHECKING:
+    from bench.loop import FitHooks
+
 
 class RunProgress:
-    """Three bars in one live display; `callback()` feeds the epoch bar from inside Lightning."""
+    """Three bars in one live display; `callback()` feeds the epoch bar from inside a fit."""
 
     def __init__(self, console: Console, total_cells: int) -> None:
         self.progress = Progress(
@@ -50,19 +53,17 @@ class RunProgress:
     def log(self, message: str) -> None:
         self.progress.console.print(message, highlight=False)
 
-    def callback(self) -> Any:
-        """A Lightning callback advancing the batch bar, one reset per epoch."""
-        import lightning as L
+    def callback(self) -> FitHooks:
+        """Fit hooks advancing the batch bar, one reset per epoch."""
+        from bench.loop import FitHooks
 
         bar, progress = self.batches, self.progress
 
-        class EpochBar(L.Callback):
-            def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-                total = trainer.num_training_batches
-                label = f"  epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
-                progress.reset(bar, total=total if total != float("inf") else None, visible=True, description=label)
+        class EpochBar(FitHooks):
+            def epoch_started(self, epoch: int, epochs: int, batches: int) -> None:
+                progress.reset(bar, total=batches, visible=True, description=f"  epoch {epoch + 1}/{epochs}")
 
-            def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+            def batch_ended(self, step: int) -> None:
                 progress.advance(bar)
 
         return EpochBar()

@@ -1,20 +1,20 @@
-"""One Lightning fit of a task around a variant: the unit of work of every trial and every seed."""
+"""One fit of a task around a variant (`bench.loop`): the unit of work of every trial and every seed."""
 
 from __future__ import annotations
 
-import math
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.loop import Diverged as Diverged  # raised by fits; callers catch it from here
+from bench.loop import FitHooks, FitLoop
 from bench.memory import PeakMemory
 
 if TYPE_CHECKING:
-    import lightning as L
     from torch import nn
 
     from bench_tasks.base import OptimConfig, Task, TaskConfig
@@ -68,77 +68,6 @@ def time_limit(seconds: float, what: str) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-class Diverged(RuntimeError):
-    """A fit whose training loss became non-finite: the cell is reported "diverged", never ranked."""
-
-    def __init__(self, step: int, loss: float) -> None:
-        super().__init__(f"training loss became {loss} at step {step}")
-        self.step, self.loss = step, loss
-
-
-class _Monitor:
-    """One callback for what a fit watches every step (each callback costs Lightning dispatch per hook).
-
-    It stops the fit at the first non-finite training loss (argmax of NaN logits would still "score"),
-    counts training examples and the time inside training batches (throughput), and keeps the span from
-    the first step's start to the last step's end with the validation passes inside it (`bench perf`).
-    """
-
-    def __init__(self) -> None:
-        self.examples = 0
-        self.batch_seconds = 0.0
-        self.steps = 0
-        self.first: float | None = None
-        self.last = 0.0
-        self.evals: list[tuple[float, float]] = []
-        self._start = 0.0
-
-    def step_seconds(self) -> float:
-        """First step's start to last step's end, validation passes taken out."""
-        if self.first is None:
-            return 0.0
-        inside = [(a, b) for a, b in self.evals if a >= self.first and b <= self.last]
-        return self.last - self.first - sum(b - a for a, b in inside)
-
-    def eval_seconds(self) -> float:
-        return sum(b - a for a, b in self.evals)
-
-    def callback(self) -> L.Callback:
-        import lightning as L
-        import torch
-
-        monitor = self
-
-        class Monitor(L.Callback):
-            def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, idx: int) -> None:
-                monitor._start = time.perf_counter()
-                if monitor.first is None:
-                    monitor.first = monitor._start
-
-            def on_train_batch_end(
-                self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, idx: int
-            ) -> None:
-                now = time.perf_counter()
-                loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-                if isinstance(loss, torch.Tensor):
-                    value = float(loss.detach().float().mean())
-                    if not math.isfinite(value):
-                        raise Diverged(trainer.global_step, value)
-                first = batch[0] if isinstance(batch, list | tuple) else next(iter(batch.values()))
-                monitor.examples += len(first)
-                monitor.batch_seconds += now - monitor._start
-                monitor.steps += 1
-                monitor.last = now
-
-            def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-                monitor.evals.append((time.perf_counter(), 0.0))
-
-            def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-                monitor.evals[-1] = (monitor.evals[-1][0], time.perf_counter())
-
-        return Monitor()
-
-
 def share_initial_values(net: nn.Module, reference: nn.Module) -> int:
     """Copy into `net` every parameter and buffer that `reference` has under the same name and shape.
 
@@ -184,23 +113,6 @@ def skip_absent_gpu_probe() -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
-def _stage(metrics: Mapping[str, Any], stage: str) -> dict[str, float]:
-    prefix = f"{stage}/"
-    return {k[len(prefix) :]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
-
-
-def quiet_lightning() -> None:
-    """Lightning's per-fit banners (GPU available, tips) would drown the run's own progress."""
-    import logging
-    import warnings
-
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-
-
 def fit(
     task: Task,
     variant: VariantSpec,
@@ -210,23 +122,22 @@ def fit(
     seed: int,
     data_dir: Path,
     test: bool = True,
-    callbacks: list[L.Callback] | None = None,
+    hooks: list[FitHooks] | None = None,
     logger: Any = False,
     fast_dev_run: bool = False,
-    progress: bool = False,
     init_reference: VariantSpec | None = None,
 ) -> FitResult:
     """Train `task` around `variant` with `seed`; validate, and test unless `test` is False (tuning).
 
     With `init_reference` (the suite's baseline variant), the initial values `variant` shares with
     it by name and shape are the reference's under `seed` (see `share_initial_values`).
+    `fast_dev_run` takes one batch of each stage and logs nothing: a check of the whole path.
     """
     import lightning as L
     import torch
 
     from bench_tasks.base import DataSource
 
-    quiet_lightning()
     skip_absent_gpu_probe()
     L.seed_everything(seed, workers=True, verbose=False)
     threads = env_threads()
@@ -245,42 +156,30 @@ def fit(
             reference = task.build_model(init_reference, config, optim)
         share_initial_values(module.net, reference.net)
         del reference
-    monitor = _Monitor()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    trainer = L.Trainer(
-        accelerator=device,
-        devices=1,
-        max_epochs=config.max_epochs,
-        max_steps=config.max_steps,
-        limit_train_batches=config.limit_train_batches,
-        limit_val_batches=0 if test else 1.0,  # final fits are scored on test; validation serves tuning only
-        callbacks=[monitor.callback(), *(callbacks or [])],
-        logger=logger,
-        enable_checkpointing=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        deterministic=False,
-        fast_dev_run=fast_dev_run,
-        num_sanity_val_steps=0,
-        log_every_n_steps=50,  # curves in MLflow; a SQLite write every step would cost ~3 ms each
-    )
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    loop = FitLoop(module, datamodule, device, logger=None if fast_dev_run else logger or None, hooks=hooks or ())
     limit = task.fit_time_limit(config)
-    with PeakMemory(device, interval_s=0.01) as memory, time_limit(limit, f"a fit of {task.id} x {variant.id}"):
-        start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule)
-        train_seconds = time.perf_counter() - start
-        val = _stage(trainer.callback_metrics, "val")
-        test_metrics = _stage(trainer.test(module, datamodule=datamodule, verbose=False)[0], "test") if test else {}
+    status = "failed"
+    with PeakMemory(device.type, interval_s=0.01) as memory, time_limit(limit, f"a fit of {task.id} x {variant.id}"):
+        try:
+            start = time.perf_counter()
+            val = loop.fit(config, validate=not test, fast_dev_run=fast_dev_run)
+            train_seconds = time.perf_counter() - start
+            test_metrics = loop.test(fast_dev_run) if test else {}
+            status = "success"
+        finally:
+            loop.close(status)
+    timings = loop.timings
     return FitResult(
         val=val,
         test=test_metrics,
         train_seconds=train_seconds,
-        examples_per_second=monitor.examples / monitor.batch_seconds if monitor.batch_seconds else 0.0,
+        examples_per_second=timings.examples / timings.batch_seconds if timings.batch_seconds else 0.0,
         peak_memory_bytes=memory.peak_bytes,
         peak_memory_growth_bytes=memory.growth_bytes,
         parameters=sum(p.numel() for p in module.net.parameters()),
         data_source=source.public(data_dir),
-        steps=monitor.steps,
-        step_seconds=monitor.step_seconds(),
-        eval_seconds=monitor.eval_seconds(),
+        steps=timings.steps,
+        step_seconds=timings.step_seconds(),
+        eval_seconds=timings.eval_seconds(),
     )

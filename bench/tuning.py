@@ -8,6 +8,8 @@ import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from bench.loop import FitHooks
+
 if TYPE_CHECKING:
     import optuna
 
@@ -146,3 +148,20 @@ def tune(
         return dict(study.best_params)
     except ValueError:  # no completed trial (or no tuning): the task's defaults
         return dict(defaults or DEFAULT_PARAMS)
+
+
+class Pruning(FitHooks):
+    """Median pruning inside a trial's fit: the validation metric reported after every epoch, a hopeless fit stopped."""
+
+    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+        self.trial, self.metric = trial, metric
+
+    def validated(self, epoch: int, metrics: dict[str, float]) -> None:
+        import optuna
+
+        value = metrics.get(self.metric)
+        if value is None:  # the task logged no such metric; `_tune` names the problem after the fit
+            return
+        self.trial.report(value, step=epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from bench.loop import FitHooks, FitLoop
 from bench.registry import tasks, variants
 from bench.tracking import FLUSH_POINTS, Tracker, default_tracking_uri
 from bench.train import fit, skip_absent_gpu_probe
 from bench_tasks.base import OptimConfig
 from bench_tasks.datamodule import BatchIndexed
+from bench_tasks.module import Sums, TaskModule
 from bench_tasks.vision import ImageDataModule, ImageSplits, VisionConfig
 
 
@@ -53,26 +55,72 @@ def test_image_datasets_are_built_once_per_config_and_train_subset() -> None:
     assert ImageDataModule(lambda: splits, subset, 0).build()["train"] is a["train"]
 
 
-class _End(L.Callback):
-    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.steps = trainer.global_step
-        self.lr = trainer.optimizers[0].param_groups[0]["lr"]
+class _Doubler(TaskModule):
+    def __init__(self) -> None:
+        super().__init__(torch.nn.Linear(1, 1), OptimConfig())
+
+    def evaluate(self, batch: Any) -> tuple[torch.Tensor, Sums]:
+        return self.net(batch[0].float()[:, None]).mean(), {}
 
 
-def test_manual_optimisation_steps_the_schedule_to_its_end_and_logs_every_curve_point(tmp_path: Path) -> None:
+class _Watch(FitHooks):
+    """Records what the loop reports: epochs started, steps ended, validations."""
+
+    def __init__(self) -> None:
+        self.epochs: list[tuple[int, int, int]] = []
+        self.steps: list[int] = []
+        self.validations: list[int] = []
+
+    def epoch_started(self, epoch: int, epochs: int, batches: int) -> None:
+        self.epochs.append((epoch, epochs, batches))
+
+    def batch_ended(self, step: int) -> None:
+        self.steps.append(step)
+
+    def validated(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.validations.append(epoch)
+
+
+def test_the_loop_steps_the_schedule_to_its_end_validates_full_epochs_and_logs_every_curve_point(
+    tmp_path: Path,
+) -> None:
     task = tasks().get("reverse")
     config = dataclasses.replace(task.config("smoke"), max_epochs=1000, limit_train_batches=1.0, max_steps=61)
     optim = OptimConfig(lr=2e-3, min_lr_ratio=0.1, warmup_frac=0.1)
     tracker = Tracker(default_tracking_uri(tmp_path), tmp_path / "artifacts")
     run = tracker.child_run(tracker.cell_run("c", "c", {}), "fit", {}, {})
-    end = _End()
-    fit(task, variants().get("qkv"), config, optim, seed=0, data_dir=tmp_path, test=False,
-        logger=tracker.logger(run), callbacks=[end])  # fmt: skip
-    assert end.steps == 61
-    assert end.lr == pytest.approx(optim.lr * optim.min_lr_ratio, rel=1e-9)  # stepped with every step: at its end
+    task.prepare(tmp_path)
+    module = task.build_model(variants().get("qkv"), config, optim)
+    watch = _Watch()
+    loop = FitLoop(module, task.datamodule(tmp_path, config, 0), torch.device("cpu"), tracker.logger(run), [watch])
+    loop.fit(config, validate=True)
+    loop.close()
+    assert loop.step == 61 and watch.steps == list(range(1, 62))
+    assert loop.optimizer.param_groups[0]["lr"] == pytest.approx(optim.lr * optim.min_lr_ratio, rel=1e-9)  # at its end
+    batches = watch.epochs[0][2]
+    full = 61 // batches
+    assert full > 0 and 61 % batches  # the last epoch is cut short by max_steps
+    assert watch.epochs == [(e, 1000, batches) for e in range(full + 1)]
+    assert watch.validations == list(range(full))  # after each full epoch, not after the cut one
+    history = tracker.client.get_metric_history(run, "val/accuracy")
+    assert sorted(m.step for m in history) == [(e + 1) * batches - 1 for e in range(full)]
     steps = [m.step for m in tracker.client.get_metric_history(run, "train/loss_step")]
-    assert steps == [0, 50]  # every `log_every_n_steps`, written in one batch at the epoch's end
-    assert tracker.client.get_metric_history(run, "val/accuracy")
+    assert steps == [0, 50]  # every `LOG_EVERY` steps, written in one batch at the epoch's end
+
+
+def test_fit_hooks_may_stop_a_fit_and_the_curves_so_far_are_kept(tmp_path: Path) -> None:
+    class Stop(FitHooks):
+        def validated(self, epoch: int, metrics: dict[str, float]) -> None:
+            raise RuntimeError(f"stopped after epoch {epoch}")
+
+    task = tasks().get("reverse")
+    config = dataclasses.replace(task.config("smoke"), max_epochs=3)
+    tracker = Tracker(default_tracking_uri(tmp_path), tmp_path / "artifacts")
+    run = tracker.child_run(tracker.cell_run("c", "c", {}), "fit", {}, {})
+    with pytest.raises(RuntimeError, match="stopped after epoch 0"):
+        fit(task, variants().get("qkv"), config, OptimConfig(), seed=0, data_dir=tmp_path, test=False,
+            logger=tracker.logger(run), hooks=[Stop()])  # fmt: skip
+    assert [m.step for m in tracker.client.get_metric_history(run, "train/loss_step")] == [0]
 
 
 def test_batched_logger_writes_when_full_and_at_the_end(tmp_path: Path) -> None:
@@ -98,3 +146,18 @@ def test_gpu_probe_is_skipped_only_without_a_gpu(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     skip_absent_gpu_probe()
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+
+
+def test_an_epoch_takes_its_batches_without_asking_the_loader_for_one_more() -> None:
+    """A shuffling sampler draws a spare permutation when exhausted: later epochs' order depends on not asking."""
+
+    def loader() -> DataLoader:
+        return DataLoader(TensorDataset(torch.arange(40)), batch_size=10, shuffle=True,
+                          generator=torch.Generator().manual_seed(0))  # fmt: skip
+
+    ours, limited, exhausted = loader(), loader(), loader()
+    loop = FitLoop(_Doubler(), None, torch.device("cpu"))  # type: ignore[arg-type]
+    assert len(list(loop._batches(ours, None))) == len(list(itertools.islice(limited, 4))) == 4
+    list(exhausted)
+    assert torch.equal(ours.generator.get_state(), limited.generator.get_state())  # type: ignore[union-attr]
+    assert not torch.equal(ours.generator.get_state(), exhausted.generator.get_state())  # type: ignore[union-attr]

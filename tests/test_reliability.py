@@ -361,8 +361,7 @@ def test_a_worker_killed_under_jobs_2_fails_its_cell_not_the_run(tmp_path: Path)
 def test_a_hanging_fit_is_stopped_at_its_time_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    import lightning as L
-
+    from bench.loop import FitHooks
     from bench.registry import tasks, variants
     from bench.train import FitTimeout, fit
     from bench_tasks.base import OptimConfig
@@ -370,14 +369,14 @@ def test_a_hanging_fit_is_stopped_at_its_time_limit(tmp_path: Path, monkeypatch:
     task = tasks().get("reverse")
     monkeypatch.setattr(type(task), "fit_time_limit", lambda self, config: 0.5)
 
-    class Hang(L.Callback):
-        def on_train_batch_start(self, *args: object) -> None:
+    class Hang(FitHooks):
+        def batch_ended(self, step: int) -> None:
             time.sleep(30)  # a plugin stuck in a wait
 
     started = time.perf_counter()
     with pytest.raises(FitTimeout, match="ran past its time limit"):
         fit(task, variants().get("qkv"), task.config("smoke"), OptimConfig(), seed=0, data_dir=tmp_path,
-            test=False, callbacks=[Hang()])  # fmt: skip
+            test=False, hooks=[Hang()])  # fmt: skip
     assert time.perf_counter() - started < 10
 
 

@@ -46,7 +46,7 @@ from . import baselines
 from .backbones import Encoder, EncoderConfig
 from .base import Baseline, DataError, DataSource, OptimConfig, Scale, Task, TaskConfig
 from .datamodule import SplitDataModule
-from .module import Sums, TaskModule, loss_sums
+from .module import Sums, TaskModule, as_logged, loss_sums
 from .textures import FOLDER, MANIFEST, TEXTURES, build_textures
 
 #: MVTec AD's categories (anomalib's `anomalib.data.datasets.image.mvtecad.CATEGORIES`).
@@ -349,7 +349,7 @@ def _normalise(x_BCHW: Tensor) -> Tensor:
     return (x_BCHW - 0.5) / 0.25  # [0, 1] -> about zero mean, unit spread for natural images
 
 
-# ------------------------------------------------------------------------------------ lightning side
+# ----------------------------------------------------------------------------------------- the module
 
 
 def auroc(preds: Tensor, targets: Tensor) -> float | None:
@@ -401,7 +401,7 @@ class AnomalyModule(TaskModule):
         loss = self.net.loss(images_BCHW, self.net.random_hide(images_BCHW.shape[0], images_BCHW.device))
         return loss, loss_sums(loss, images_BCHW.shape[0])
 
-    def _eval_step(self, stage: str, batch: dict[str, Tensor]) -> None:
+    def eval_batch(self, stage: str, batch: dict[str, Tensor]) -> None:
         images_BCHW, labels_B = batch["image"], batch["label"]
         errors_BHW = self.net.error_map(images_BCHW)
         maps_BHW = gaussian_blur(errors_BHW, self.net.config.smooth_sigma)
@@ -414,31 +414,17 @@ class AnomalyModule(TaskModule):
             found["mask"] = batch["mask"]
         self._collected.setdefault(stage, []).append({k: v.detach().cpu() for k, v in found.items()})
 
-    def _log_auroc(self, stage: str) -> None:
+    def epoch_metrics(self, stage: str) -> dict[str, float]:
+        """The stage's mean loss, and image (and pixel, where masks exist) AUROC over everything it scored."""
         found = self._collected.pop(stage, [])
-        if not found:
-            return
-        joined = {key: torch.cat([f[key] for f in found]) for key in found[0]}
-        values = {"image_auroc": auroc(joined["score"], joined["label"])}
-        if "mask" in joined:
-            values["pixel_auroc"] = auroc(joined["map"], joined["mask"])
-        for name, value in values.items():
-            if value is not None:
-                self.log(f"{stage}/{name}", value, prog_bar=name == "image_auroc")
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step("val", batch)
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step("test", batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_auroc("val")
-        super().on_validation_epoch_end()
-
-    def on_test_epoch_end(self) -> None:
-        self._log_auroc("test")
-        super().on_test_epoch_end()
+        metrics: dict[str, float] = {}
+        if found:
+            joined = {key: torch.cat([f[key] for f in found]) for key in found[0]}
+            values = {"image_auroc": auroc(joined["score"], joined["label"])}
+            if "mask" in joined:
+                values["pixel_auroc"] = auroc(joined["map"], joined["mask"])
+            metrics = {name: as_logged(value) for name, value in values.items() if value is not None}
+        return {**metrics, **super().epoch_metrics(stage)}
 
 
 # ---------------------------------------------------------------------------------------------- task
