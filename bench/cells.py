@@ -223,7 +223,10 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         if not mine:
             ctx.progress.log(f"[yellow]{cell.label}: another run is working on this cell; left to it[/]")
             return {**base_record(cell), "status": "busy"}
-        return _run_claimed(cell, ctx)
+        ctx.store.start_attempt(cell.id)  # before the work: an attempt that never returns counts too
+        record = _run_claimed(cell, ctx)
+        ctx.store.end_attempt(cell.id, record["status"], record.get("reason", ""))
+        return record
 
 
 def _run_claimed(cell: Cell, ctx: RunContext) -> dict[str, Any]:

@@ -80,6 +80,8 @@ def _add_run_parser(commands: Any) -> None:
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under --results; 'none' disables)")
     run.add_argument("--jobs", type=int, help="cells run in parallel (default: CPU cores up to 4 on CPU, 1 with CUDA)")
     run.add_argument("--dry-run", action="store_true", help="print the matrix with each cell's status, run nothing")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="try again cells given up after failing 3 times (default: left failed)")  # fmt: skip
     run.set_defaults(handler=_cmd_run)
 
 
@@ -173,6 +175,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         jobs=args.jobs if args.jobs is not None else _default_jobs(),
         dry_run=args.dry_run,
+        retry_failed=args.retry_failed,
     )
     return run(suite, options)
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bench.store import SCHEMA_VERSION, ResultStore
+from bench.store import MAX_ATTEMPTS, SCHEMA_VERSION, ResultStore
 from bench.suites import BUILTIN, Suite
 from bench.tuning import SAMPLER_VERSION, TUNING_SEED, default_params, search_space
 
@@ -107,7 +107,7 @@ def _duplicate_of(variant: VariantSpec, config: TaskConfig, seen: dict[tuple[obj
 
 
 def status(cell: Cell, store: ResultStore, trials_done: int) -> str:
-    """'n/a', 'cached' (nothing to do), 'partial' (some trials or seeds done) or 'to run'."""
+    """'n/a', 'cached' (nothing to do), 'gave up' (failed `MAX_ATTEMPTS` times), 'partial' or 'to run'."""
     if cell.na_reason:
         return "n/a"
     path = store.find(cell.id)
@@ -121,6 +121,8 @@ def status(cell: Cell, store: ResultStore, trials_done: int) -> str:
         seeds_done = {s["seed"] for s in done.get("per_seed", [])}
         if done.get("status") == "ok" and set(cell.suite.seeds) <= seeds_done and trials_done >= cell.suite.trials:
             return "cached"
+    if store.attempts(cell.id)["count"] >= MAX_ATTEMPTS:
+        return "gave up"  # not tried again until `bench run --retry-failed`
     if trials_done or store.seed_results(cell.id):
         return "partial"
     return "to run"

@@ -35,6 +35,7 @@ class RunOptions:
     tracking_uri: str | None = None  # MLflow; default: SQLite under the results folder; "none" disables
     jobs: int = 1
     dry_run: bool = False
+    retry_failed: bool = False  # try again cells that failed `MAX_ATTEMPTS` times
 
 
 def storage_url(options: RunOptions) -> str:
@@ -57,12 +58,17 @@ def run(suite: Suite, options: RunOptions) -> int:
     cells = plan(suite, options)
     store = ResultStore(options.results)
     trials = report_run.trials_done(storage_url(options), cells)
+    if options.retry_failed and not options.dry_run:
+        for cell in cells:
+            store.forget_attempts(cell.id)
     statuses = {cell.id: matrix.status(cell, store, trials.get(cell.id, 0)) for cell in cells}
     report_run.matrix_table(console, cells, statuses, suite)
     if options.dry_run:
         return 0
     started = time.perf_counter()
-    todo = [c for c in cells if statuses[c.id] != "cached"]
+    for cell in [c for c in cells if statuses[c.id] == "gave up"]:
+        _record_gave_up(store, cell, console)
+    todo = [c for c in cells if statuses[c.id] not in ("cached", "gave up")]
     needed = list({c.task.id: c.task for c in todo if not c.na_reason}.values())
     prepared = prepare_tasks(needed, options.data_dir) if needed else []
     failed_data = {o.task: o.error for o in prepared if o.error}
@@ -219,6 +225,16 @@ def _record_data_failure(store: ResultStore, cell: matrix.Cell, error: str) -> N
     from bench.cells import base_record
 
     store.write_cell({**base_record(cell), "status": "failed", "reason": f"data: {error}"})
+
+
+def _record_gave_up(store: ResultStore, cell: matrix.Cell, console: Any) -> None:
+    """A cell that failed `MAX_ATTEMPTS` times is recorded failed with its last outcome, and not run again."""
+    from bench.cells import base_record
+
+    attempts = store.attempts(cell.id)
+    reason = f"failed after {attempts['count']} attempts; the last: {attempts['last']}"
+    console.print(f"[red]{cell.label}: {reason}; not tried again (bench run --retry-failed tries it)[/]")
+    store.write_cell({**base_record(cell), "status": "failed", "reason": reason, "attempts": attempts["count"]})
 
 
 def build_leaderboard(results: Path, console: Any, out_dir: Path | None = None) -> Path:

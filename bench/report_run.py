@@ -14,7 +14,7 @@ from bench.matrix import Cell
 from bench.stats import metric_scale, paired
 from bench.store import ResultStore
 
-STATUS_STYLE = {"cached": "green", "partial": "yellow", "to run": "cyan", "n/a": "dim"}
+STATUS_STYLE = {"cached": "green", "partial": "yellow", "to run": "cyan", "n/a": "dim", "gave up": "red"}
 
 
 def trials_done(storage: str, cells: list[Cell]) -> dict[str, int]:

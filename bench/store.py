@@ -4,6 +4,7 @@ Layout under the results folder:
 
     cells/<task>__<variant>__<cell id>.json     finished (or n/a, or failed) cells
     partial/<cell id>/seed-<n>.json             final fits done so far for an unfinished cell
+    partial/<cell id>/attempts.json             attempts at a cell not yet ok: their count and last outcome
     attempts/<cell file stem>.<time>.json       failed attempts that did not replace an ok result
     locks/<cell id>.lock                        the run working on a cell now (pid, host)
 
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+#: attempts at a cell before `bench run` stops trying it (`--retry-failed` tries again)
+MAX_ATTEMPTS = 3
 
 
 def finite(value: Any) -> Any:
@@ -169,6 +172,38 @@ class ResultStore:
     def claim_left(self, cell_id: str) -> bool:
         """Whether a claim on `cell_id` is on disk (a run that died while working on it leaves one)."""
         return (self.root / "locks" / f"{cell_id}.lock").exists()
+
+    def _attempts_path(self, cell_id: str) -> Path:
+        from bench.registry import check_id
+
+        return self.partial_dir / check_id(cell_id, "cell id") / "attempts.json"
+
+    def attempts(self, cell_id: str) -> dict[str, Any]:
+        """`{"count": n, "last": outcome}` of the attempts at a cell that is not ok yet (count 0: none)."""
+        try:
+            data = json.loads(self._attempts_path(cell_id).read_text())
+            return {"count": int(data["count"]), "last": str(data.get("last", ""))}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {"count": 0, "last": ""}
+
+    def start_attempt(self, cell_id: str) -> int:
+        """Count an attempt before it runs, so one that never ends (a killed worker, a hang) counts too."""
+        count = self.attempts(cell_id)["count"] + 1
+        last = "did not finish: the process died, was killed or hung"
+        write_json_atomic(self._attempts_path(cell_id), {"count": count, "last": last})
+        return count
+
+    def end_attempt(self, cell_id: str, status: str, reason: str = "") -> None:
+        """An ok (or n/a) cell forgets its attempts; any other outcome is kept as the last one."""
+        path = self._attempts_path(cell_id)
+        if status in ("ok", "n/a"):
+            path.unlink(missing_ok=True)
+        else:
+            count = max(1, self.attempts(cell_id)["count"])
+            write_json_atomic(path, {"count": count, "last": f"{status}: {reason}"[:500]})
+
+    def forget_attempts(self, cell_id: str) -> None:
+        self._attempts_path(cell_id).unlink(missing_ok=True)
 
     def seed_results(self, cell_id: str) -> dict[int, dict[str, Any]]:
         """Final fits already done for a cell, by seed."""

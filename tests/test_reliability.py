@@ -126,6 +126,55 @@ def test_a_failed_attempt_never_replaces_a_good_result(tmp_path: Path) -> None:
     assert store.write_cell(fresh).parent.name == "cells"  # nothing good to keep: the failure is the record
 
 
+def test_a_cell_that_keeps_failing_is_given_up_after_max_attempts_until_asked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from bench import cells, matrix
+    from bench.pipeline import RunOptions, plan, run
+    from bench.store import MAX_ATTEMPTS, ResultStore
+    from bench.suites import smoke
+
+    calls: list[str] = []
+
+    def broken(cell: Any, ctx: Any, parent: Any) -> Any:
+        calls.append(cell.id)
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cells, "_tune", broken)
+    suite = dataclasses.replace(smoke(), variants=("qkv",), trials=0, seeds=(0,))
+    options = RunOptions(results=tmp_path / "results", data_dir=tmp_path / "data", tracking_uri="none")
+    store = ResultStore(options.results)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        assert run(suite, options) == 1
+        (record,) = store.all_cells()[0]
+        assert record["status"] == "failed" and store.attempts(record["cell_id"]) == {
+            "count": attempt, "last": "failed: RuntimeError: boom"}  # fmt: skip
+    assert len(calls) == MAX_ATTEMPTS
+    (cell,) = plan(suite, options)
+    assert matrix.status(cell, store, 0) == "gave up"
+    assert run(suite, options) == 1 and len(calls) == MAX_ATTEMPTS  # not tried a fourth time
+    (record,) = store.all_cells()[0]
+    assert record["reason"] == f"failed after {MAX_ATTEMPTS} attempts; the last: failed: RuntimeError: boom"
+    assert run(suite, dataclasses.replace(options, retry_failed=True)) == 1 and len(calls) == MAX_ATTEMPTS + 1
+    assert store.attempts(cell.id)["count"] == 1  # counted afresh
+
+
+def test_an_attempt_that_never_returns_is_counted_and_an_ok_cell_forgets_its_attempts(tmp_path: Path) -> None:
+    from bench.store import ResultStore
+
+    store = ResultStore(tmp_path / "results")
+    assert store.attempts("abc")["count"] == 0
+    store.start_attempt("abc")  # then the process is killed: no end_attempt
+    assert store.attempts("abc") == {"count": 1, "last": "did not finish: the process died, was killed or hung"}
+    store.start_attempt("abc")
+    store.end_attempt("abc", "ok")
+    assert store.attempts("abc")["count"] == 0
+    with pytest.raises(ValueError, match="cell id"):
+        store.start_attempt("../escape")
+
+
 # --- hostile inputs: each gives exit status 2 and a message naming the problem and the fix, no traceback
 
 HOSTILE = [

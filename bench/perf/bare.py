@@ -1,9 +1,9 @@
-"""The bare PyTorch loop the harness is measured against: a task's own model and data, no Lightning.
+"""The bare PyTorch loop the harness is measured against: a task's own model and data, nothing else.
 
 It does what a fit's training steps do and nothing else: the task module's `evaluate` (the same loss
-the harness trains on), backward, gradient-norm clipping as `OptimConfig.grad_clip` asks (Lightning's
-`gradient_clip_val`), and the same (fused) AdamW step over the same parameter groups. It leaves out what only the
-harness does: metric bookkeeping and logging, the learning-rate schedule, callbacks, validation.
+the harness trains on), backward, gradient-norm clipping as `OptimConfig.grad_clip` asks, and the
+same (fused) AdamW step over the same parameter groups. It leaves out what only the harness does:
+metric bookkeeping and logging, the learning-rate schedule, hooks, validation.
 """
 
 from __future__ import annotations
@@ -63,26 +63,14 @@ def step(setup: BareSetup, batch: Any) -> None:
     setup.optimizer.step()
 
 
-def batches_per_epoch(config: TaskConfig, loader_length: int) -> int:
-    """Training batches per epoch as Lightning counts them under `limit_train_batches`."""
-    limit = config.limit_train_batches
-    if isinstance(limit, int) and not isinstance(limit, bool):
-        return min(loader_length, limit)
-    return int(loader_length * float(limit))
-
-
-def planned_steps(config: TaskConfig, loader_length: int) -> int:
-    """Optimiser steps of a fit of `config`: epochs x batches, cut at `max_steps` when set."""
-    steps = batches_per_epoch(config, loader_length) * config.max_epochs
-    return min(steps, config.max_steps) if config.max_steps > 0 else steps
-
-
 def train_batches(setup: BareSetup) -> Iterator[Any]:
     """The fit's training batches in order: one train loader, passed over once per epoch, limited as in a fit."""
+    from bench.loop import Plan
+
     loader = setup.datamodule.train_dataloader()
-    per_epoch = batches_per_epoch(setup.config, len(loader))
-    epochs = (itertools.islice(loader, per_epoch) for _ in itertools.count())
-    return itertools.islice(itertools.chain.from_iterable(epochs), planned_steps(setup.config, len(loader)))
+    plan = Plan.of(setup.config, len(loader), validate=False, fast_dev_run=False)
+    epochs = (itertools.islice(loader, plan.batches) for _ in itertools.count())
+    return itertools.islice(itertools.chain.from_iterable(epochs), plan.steps)
 
 
 def first_batch(setup: BareSetup) -> Any:

@@ -1,7 +1,7 @@
 """Harness overhead: each default-suite task's fit through `bench.train.fit` against a bare PyTorch loop.
 
 Both build the same model around the suite's baseline variant, on the same data, for the same number
-of steps. The harness fit runs as a cell's fits do: Lightning, with MLflow logging its curves into a
+of steps. The harness fit runs as a cell's fits do: `bench.loop`, with MLflow logging its curves into a
 nested run of a (temporary) SQLite tracking store. For each fit:
 
     train_s   first training step's start to last step's end, validation passes taken out
@@ -157,7 +157,7 @@ def measure(options: HarnessSettings, ctx: PerfContext) -> dict[str, Any]:
     for task in chosen:
         task.prepare(ctx.data_dir)
     with _tracking() as run:
-        ctx.note("warm-up fit (first-use costs of Lightning and MLflow, not recorded)")
+        ctx.note("warm-up fit (first-use costs of imports and MLflow, not recorded)")
         warm = dataclasses.replace(configs[chosen[0].id], max_steps=2)
         harness_fit(chosen[0], variant, warm, options.seed, ctx.data_dir, run)
         bare_fit(chosen[0], variant, warm, options.seed, ctx.data_dir)

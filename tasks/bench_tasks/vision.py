@@ -145,9 +145,9 @@ class ImageClassificationTask(Task):
 
     def datamodule(self, data_dir: Path, config: TaskConfig, seed: int) -> L.LightningDataModule:
         cfg = self._config(config)
-        return ImageDataModule(lambda: self._cached_splits(data_dir, cfg), cfg, seed)
+        return ImageDataModule(lambda: self.cached_splits(data_dir, cfg), cfg, seed)
 
-    def _cached_splits(self, data_dir: Path, config: VisionConfig) -> ImageSplits:
+    def cached_splits(self, data_dir: Path, config: VisionConfig) -> ImageSplits:
         """`load_splits`, decoded once per process: every seed and variant of a run reads the same files.
 
         The key holds the folder's modification time, so data prepared anew is read anew.
