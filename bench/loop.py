@@ -64,19 +64,18 @@ class Plan:
     epochs: int
     batches: int  # training batches per epoch
     steps: int  # optimiser steps in all (what the schedule spans)
-    validate: bool
     eval_batches: int | None = None  # per validation and test pass; None: all
 
     @classmethod
-    def of(cls, config: TaskConfig, loader_length: int, validate: bool, fast_dev_run: bool) -> Plan:
+    def of(cls, config: TaskConfig, loader_length: int, fast_dev_run: bool = False) -> Plan:
         if fast_dev_run:  # one batch of each stage: a check of the whole path
-            return cls(epochs=1, batches=min(1, loader_length), steps=1, validate=True, eval_batches=1)
+            return cls(epochs=1, batches=min(1, loader_length), steps=1, eval_batches=1)
         limit = config.limit_train_batches
         whole = isinstance(limit, int) and not isinstance(limit, bool)
         batches = min(loader_length, int(limit)) if whole else int(loader_length * float(limit))
         steps = batches * config.max_epochs
         steps = min(steps, config.max_steps) if config.max_steps > 0 else steps
-        return cls(epochs=config.max_epochs, batches=batches, steps=steps, validate=validate)
+        return cls(epochs=config.max_epochs, batches=batches, steps=steps)
 
 
 @dataclass
@@ -151,7 +150,7 @@ class FitLoop:
         self.datamodule.prepare_data()
         self.datamodule.setup("fit")
         train_loader = self.datamodule.train_dataloader()
-        plan = Plan.of(config, len(train_loader), validate, fast_dev_run)
+        plan = Plan.of(config, len(train_loader), fast_dev_run)
         val_loader = self.datamodule.val_dataloader() if validate else None
         self.optimizer = optimizer = self.module.build_optimizer()
         self.scheduler = scheduler = self.module.build_scheduler(optimizer, plan.steps)

@@ -68,7 +68,7 @@ def train_batches(setup: BareSetup) -> Iterator[Any]:
     from bench.loop import Plan
 
     loader = setup.datamodule.train_dataloader()
-    plan = Plan.of(setup.config, len(loader), validate=False, fast_dev_run=False)
+    plan = Plan.of(setup.config, len(loader))
     epochs = (itertools.islice(loader, plan.batches) for _ in itertools.count())
     return itertools.islice(itertools.chain.from_iterable(epochs), plan.steps)
 
