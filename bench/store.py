@@ -186,21 +186,19 @@ class ResultStore:
         except (OSError, ValueError, KeyError, TypeError):
             return {"count": 0, "last": ""}
 
-    def start_attempt(self, cell_id: str) -> int:
+    def start_attempt(self, cell_id: str) -> None:
         """Count an attempt before it runs, so one that never ends (a killed worker, a hang) counts too."""
         count = self.attempts(cell_id)["count"] + 1
         last = "did not finish: the process died, was killed or hung"
         write_json_atomic(self._attempts_path(cell_id), {"count": count, "last": last})
-        return count
 
     def end_attempt(self, cell_id: str, status: str, reason: str = "") -> None:
         """An ok (or n/a) cell forgets its attempts; any other outcome is kept as the last one."""
-        path = self._attempts_path(cell_id)
         if status in ("ok", "n/a"):
-            path.unlink(missing_ok=True)
+            self.forget_attempts(cell_id)
         else:
             count = max(1, self.attempts(cell_id)["count"])
-            write_json_atomic(path, {"count": count, "last": f"{status}: {reason}"[:500]})
+            write_json_atomic(self._attempts_path(cell_id), {"count": count, "last": f"{status}: {reason}"[:500]})
 
     def forget_attempts(self, cell_id: str) -> None:
         self._attempts_path(cell_id).unlink(missing_ok=True)
