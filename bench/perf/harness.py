@@ -2,15 +2,21 @@
 
 Both build the same model around the suite's baseline variant, on the same data, for the same number
 of steps. The harness fit runs as a cell's fits do: `bench.loop`, with MLflow logging its curves into a
-nested run of a (temporary) SQLite tracking store. For each fit:
+nested run of a (temporary) SQLite tracking store.
+
+The two run in lockstep: after each harness step, a hook takes one step of the bare loop (its own
+model, optimiser and batches). Our shared machines change speed by 10-30% from one second to the
+next; two whole fits run one after the other see different machines, two steps tens of
+milliseconds apart see the same one. The hook's time is taken out of the harness's. For each round:
 
     train_s   first training step's start to last step's end, validation passes taken out
+              (the bare loop's: its steps, each with the fetch of its next batch)
     eval_s    validation passes (the harness validates every epoch; the bare loop does not)
-    fixed_s   everything else: setup before the first step and teardown after the last
-              (for the harness: MLflow run, Trainer, data and model; for the bare loop: data and model)
+    fixed_s   the harness: everything else in the fit (MLflow run, data and model before the first
+              step, teardown after the last); the bare loop: data, model and first batch
 
-The ratio harness/bare of `train_s` is taken round by round (the pair ran back to back). The task
-configs are read from the task registry at run time, so they are whatever the suite uses today.
+The ratio harness/bare of `train_s` is taken round by round. The task configs are read from the task
+registry at run time, so they are whatever the suite uses today.
 """
 
 from __future__ import annotations
@@ -20,12 +26,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.memory import PeakMemory
+from bench.loop import FitHooks
 from bench.perf import bare
 from bench.perf.common import PerfContext, Spread, best_ratio, goal_text, interleave, paired_ratios
 
@@ -64,18 +70,34 @@ def settings(quick: bool, repeats: int | None = None) -> HarnessSettings:
 
 
 @dataclass(frozen=True)
-class FitTiming:
-    """One fit's wall-clock split (seconds), its steps, and its memory (`PeakMemory.as_dict`)."""
+class Round:
+    """One lockstep fit of a task: each contender's training seconds and steps, the harness's split."""
 
-    total_s: float
-    train_s: float
+    harness_train_s: float
+    bare_train_s: float
     eval_s: float
-    steps: int
-    memory: dict[str, Any] = field(default_factory=dict)
+    harness_fixed_s: float
+    bare_fixed_s: float
+    harness_steps: int
+    bare_steps: int
 
-    @property
-    def fixed_s(self) -> float:
-        return self.total_s - self.train_s - self.eval_s
+
+class _BareAlongside(FitHooks):
+    """A bare loop that takes one step (and fetches its next batch) after each step of the harness fit."""
+
+    def __init__(self, setup: bare.BareSetup) -> None:
+        self.setup, self.batches = setup, bare.train_batches(setup)
+        self.pending = next(self.batches, None)
+        self.seconds: list[float] = []  # of each call, so that the harness's own time can be told apart
+        self.steps = 0
+
+    def batch_ended(self, step: int) -> None:
+        start = time.perf_counter()
+        if self.pending is not None:
+            bare.step(self.setup, self.pending)
+            self.steps += 1
+            self.pending = next(self.batches, None)
+        self.seconds.append(time.perf_counter() - start)
 
 
 @dataclass(frozen=True)
@@ -105,39 +127,38 @@ def _tracking() -> Iterator[_Tracking]:
         tracker.finish(parent)
 
 
-def harness_fit(
+def lockstep_fit(
     task: Task, variant: VariantSpec, config: TaskConfig, seed: int, data_dir: Path, run: _Tracking
-) -> FitTiming:
-    """One fit as a cell runs it: a nested MLflow run, `bench.train.fit` logging into it, the run closed."""
+) -> Round:
+    """One fit as a cell runs it (a nested MLflow run, `bench.train.fit` logging into it, the run closed),
+    with the bare loop's steps taken alongside."""
     from bench.train import fit
     from bench_tasks.base import OptimConfig
 
-    with PeakMemory() as memory:
-        start = time.perf_counter()
-        tags = {"task": task.id, "variant": variant.id, "suite": "perf"}
-        run_id = _created(run.tracker, run.tracker.child_run(run.parent, f"{task.id}-harness", tags, {"seed": seed}))
-        logger = run.tracker.logger(run_id)
-        result = fit(task, variant, config, OptimConfig(), seed=seed, data_dir=data_dir, test=False, logger=logger)
-        run.tracker.finish(run_id)
-        total = time.perf_counter() - start
-    return FitTiming(total, result.step_seconds, result.eval_seconds, result.steps, memory.as_dict())
-
-
-def bare_fit(task: Task, variant: VariantSpec, config: TaskConfig, seed: int, data_dir: Path) -> FitTiming:
-    """The same fit's training steps as a bare loop (see `bench.perf.bare`)."""
-    from bench_tasks.base import OptimConfig
-
-    with PeakMemory() as memory:
-        start = time.perf_counter()
-        setup = bare.build(task, variant, config, OptimConfig(), data_dir, seed)
-        first: float | None = None
-        last, steps = 0.0, 0
-        for batch in bare.train_batches(setup):
-            first = first if first is not None else time.perf_counter()  # after the first batch, as the harness
-            bare.step(setup, batch)
-            last, steps = time.perf_counter(), steps + 1
-        total = time.perf_counter() - start
-    return FitTiming(total, last - (first or last), 0.0, steps, memory.as_dict())
+    start = time.perf_counter()
+    alongside = _BareAlongside(bare.build(task, variant, config, OptimConfig(), data_dir, seed))
+    bare_fixed = time.perf_counter() - start
+    start = time.perf_counter()
+    tags = {"task": task.id, "variant": variant.id, "suite": "perf"}
+    run_id = _created(run.tracker, run.tracker.child_run(run.parent, f"{task.id}-harness", tags, {"seed": seed}))
+    logger = run.tracker.logger(run_id)
+    result = fit(
+        task, variant, config, OptimConfig(), seed=seed, data_dir=data_dir, test=False, logger=logger,
+        hooks=[alongside],
+    )  # fmt: skip
+    run.tracker.finish(run_id)
+    total = time.perf_counter() - start
+    # the hook after the last step runs after the harness's span ends; every earlier one inside it
+    harness_train = result.step_seconds - sum(alongside.seconds[:-1])
+    return Round(
+        harness_train_s=harness_train,
+        bare_train_s=sum(alongside.seconds),
+        eval_s=result.eval_seconds,
+        harness_fixed_s=total - harness_train - result.eval_seconds - sum(alongside.seconds),
+        bare_fixed_s=bare_fixed,
+        harness_steps=result.steps,
+        bare_steps=alongside.steps,
+    )
 
 
 def task_config(task: Task, options: HarnessSettings) -> TaskConfig:
@@ -146,7 +167,7 @@ def task_config(task: Task, options: HarnessSettings) -> TaskConfig:
 
 
 def measure(options: HarnessSettings, ctx: PerfContext) -> dict[str, Any]:
-    """Harness vs bare loop for every chosen task, interleaved round by round."""
+    """Harness vs bare loop for every chosen task, in lockstep, round by round."""
     from bench.registry import tasks, variants
     from bench.suites import default
 
@@ -158,50 +179,42 @@ def measure(options: HarnessSettings, ctx: PerfContext) -> dict[str, Any]:
         task.prepare(ctx.data_dir)
     with _tracking() as run:
         ctx.note("warm-up fit (first-use costs of imports and MLflow, not recorded)")
-        warm = dataclasses.replace(configs[chosen[0].id], max_steps=2)
-        harness_fit(chosen[0], variant, warm, options.seed, ctx.data_dir, run)
-        bare_fit(chosen[0], variant, warm, options.seed, ctx.data_dir)
-        contenders = {}
-        for task in chosen:
-            args = (task, variant, configs[task.id], options.seed, ctx.data_dir)
-            contenders[f"{task.id} harness"] = partial(harness_fit, *args, run)
-            contenders[f"{task.id} bare"] = partial(bare_fit, *args)
-        timings = interleave(contenders, options.repeats, ctx.note)
-    per_task = {
-        task.id: summarise(configs[task.id], timings[f"{task.id} harness"], timings[f"{task.id} bare"])
-        for task in chosen
-    }
+        lockstep_fit(chosen[0], variant, dataclasses.replace(configs[chosen[0].id], max_steps=2), options.seed,
+                     ctx.data_dir, run)  # fmt: skip
+        contenders = {task.id: partial(lockstep_fit, task, variant, configs[task.id], options.seed, ctx.data_dir, run)
+                      for task in chosen}  # fmt: skip
+        rounds = interleave(contenders, options.repeats, ctx.note)
     return {
         "variant": variant.id,
         "mlflow_store_open_s": run.open_s,
         "goals": {"ratio_max": RATIO_GOAL, "fixed_s_max": FIXED_GOAL_S},
-        "tasks": per_task,
+        "tasks": {task.id: summarise(configs[task.id], rounds[task.id]) for task in chosen},
     }
 
 
-def _contender(fits: list[FitTiming]) -> dict[str, Any]:
-    return {
-        "steps": fits[0].steps,
-        "train_s": Spread.of([f.train_s for f in fits]).as_dict(),
-        "eval_s": Spread.of([f.eval_s for f in fits]).as_dict(),
-        "fixed_s": Spread.of([f.fixed_s for f in fits]).as_dict(),
-        "total_s": Spread.of([f.total_s for f in fits]).as_dict(),
-        "peak_rss_growth_bytes": Spread.of([f.memory["growth_bytes"] for f in fits]).as_dict(),
-        "peak_rss_bytes": max(f.memory["peak_bytes"] for f in fits),
-        "memory_method": fits[0].memory["method"],
-    }
+def _spread(values: list[float]) -> dict[str, float]:
+    return Spread.of(values).as_dict()
 
 
-def summarise(config: TaskConfig, harness: list[FitTiming], bare_fits: list[FitTiming]) -> dict[str, Any]:
-    """Per task: the paired ratio of training time, each contender's split, and the goals."""
-    train = [f.train_s for f in harness], [f.train_s for f in bare_fits]
-    ratio, fixed = Spread.of(paired_ratios(*train)), Spread.of([f.fixed_s for f in harness])
+def summarise(config: TaskConfig, rounds: list[Round]) -> dict[str, Any]:
+    """Per task: the round-by-round ratio of training time, each contender's seconds, and the goals."""
+    harness_s, bare_s = [r.harness_train_s for r in rounds], [r.bare_train_s for r in rounds]
+    ratio, fixed = Spread.of(paired_ratios(harness_s, bare_s)), Spread.of([r.harness_fixed_s for r in rounds])
     return {
         "config": {"type": type(config).__name__, **config.as_dict()},
         "ratio": ratio.as_dict(),
-        "ratio_of_best": best_ratio(*train),
-        "harness": _contender(harness),
-        "bare": _contender(bare_fits),
+        "ratio_of_best": best_ratio(harness_s, bare_s),
+        "harness": {
+            "steps": rounds[0].harness_steps,
+            "train_s": _spread(harness_s),
+            "eval_s": _spread([r.eval_s for r in rounds]),
+            "fixed_s": fixed.as_dict(),
+        },
+        "bare": {
+            "steps": rounds[0].bare_steps,
+            "train_s": _spread(bare_s),
+            "fixed_s": _spread([r.bare_fixed_s for r in rounds]),
+        },
         "ratio_goal_met": ratio.median <= RATIO_GOAL,
         "fixed_goal_met": fixed.median < FIXED_GOAL_S,
     }
@@ -211,14 +224,13 @@ def render(result: dict[str, Any]) -> list[RenderableType]:
     from rich.table import Table
 
     table = Table(
-        title=f"Harness overhead: fit through bench.train.fit vs a bare loop ({result['variant']})",
-        caption="s: training seconds, median \\[min-max] over rounds; ratio paired round by round; best/best: "
-        "fastest over fastest; fixed: setup + teardown of a fit; RSS MiB h/b: how far the peak during a fit rose "
-        "above its start; "
+        title=f"Harness overhead: fit through bench.train.fit vs a bare loop in lockstep ({result['variant']})",
+        caption="s: training seconds, median over rounds; harness/bare: median \\[min-max] of the rounds' ratios; "
+        "best/best: fastest over fastest; fixed: setup + teardown of a fit; "
         f"MLflow store opened once per run: {result['mlflow_store_open_s']:.2f} s",
     )
     columns = ("task", "steps", "bare s", "harness s", "harness/bare", "best/best", f"<= {RATIO_GOAL}x",
-               "fixed s", f"< {FIXED_GOAL_S} s", "bare fixed s", "eval s", "RSS MiB h/b")  # fmt: skip
+               "fixed s", f"< {FIXED_GOAL_S} s", "bare fixed s", "eval s")  # fmt: skip
     for col in columns:
         table.add_column(col, justify="left" if col == "task" else "right")
     for task_id, t in result["tasks"].items():
@@ -236,6 +248,5 @@ def render(result: dict[str, Any]) -> list[RenderableType]:
             goal_text(fixed.median, FIXED_GOAL_S, strict=True),
             f"{b['fixed_s']['median']:.2f}",
             f"{h['eval_s']['median']:.2f}",
-            f"{h['peak_rss_growth_bytes']['median'] / 2**20:.0f} / {b['peak_rss_growth_bytes']['median'] / 2**20:.0f}",
         )
     return [table]
