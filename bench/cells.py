@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +141,9 @@ def _best_value(study: Any) -> float | None:
         return None
 
 
+_FIT_FIELDS = {f.name for f in fields(FitResult)}  # a saved seed missing one (hand-edited) is fitted again
+
+
 def _seed_record(seed: int, params: dict[str, float], result: FitResult) -> dict[str, Any]:
     return {"seed": seed, "params": params, **asdict(result)}
 
@@ -149,7 +152,7 @@ def _final_fits(cell: Cell, ctx: RunContext, parent: str | None, best: dict[str,
     done = ctx.store.seed_results(cell.id)
     records = []
     for seed in cell.suite.seeds:
-        if seed in done and done[seed]["params"] == best:
+        if seed in done and done[seed]["params"] == best and set(done[seed]) >= _FIT_FIELDS:
             records.append(done[seed])
             ctx.progress.end_fit()
             continue

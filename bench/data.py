@@ -27,10 +27,11 @@ def recorded_sources(data_dir: Path) -> dict[str, dict[str, str]]:
     if not path.exists():
         return {}
     try:
-        sources: dict[str, dict[str, str]] = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}  # a damaged record only loses the display; `bench data prepare` rewrites it
-    return sources
+        sources = json.loads(path.read_text())
+    except (OSError, ValueError):
+        sources = None
+    # a damaged record only loses the display; `bench data prepare` rewrites it
+    return sources if isinstance(sources, dict) else {}
 
 
 @dataclass

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from bench import matrix, report_run
 from bench.cells import RunContext, run_cell
 from bench.data import prepare_tasks
@@ -62,6 +64,8 @@ def run(suite: Suite, options: RunOptions) -> int:
         for cell in cells:
             store.forget_attempts(cell.id)
     statuses = {cell.id: matrix.status(cell, store, trials.get(cell.id, 0)) for cell in cells}
+    for problem in (p for cell in cells for p in store.unreadable(cell.id)):
+        console.print(f"[yellow]unreadable:[/] {escape(problem)}; what it held is computed again", highlight=False)
     report_run.matrix_table(console, cells, statuses, suite)
     if options.dry_run:
         return 0
@@ -98,15 +102,23 @@ def run(suite: Suite, options: RunOptions) -> int:
     return 1 if any(r.get("status") == "failed" for r in results.values()) else 0
 
 
-def _analytic(results: Path, console: Any) -> None:
-    """The study's cache reductions and parameter counts measured at its shapes, once per version."""
+def _json_object(path: Path) -> dict[str, Any]:
+    """A JSON file's top-level object; empty when the file holds anything else or cannot be read."""
     import json
 
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _analytic(results: Path, console: Any) -> None:
+    """The study's cache reductions and parameter counts measured at its shapes, once per version."""
     from bench import analytic
 
-    path = results / analytic.FILE
     try:
-        if path.exists() and json.loads(path.read_text()).get("version") == analytic.VERSION:
+        if _json_object(results / analytic.FILE).get("version") == analytic.VERSION:
             return
         console.print(f"analytic checks at the study's shapes: {analytic.write(results)}")
     except (OSError, ValueError, RuntimeError) as exc:  # a check the page can go without: say so, go on
@@ -241,8 +253,10 @@ def build_leaderboard(results: Path, console: Any, out_dir: Path | None = None) 
     """The static site from the results store, with stale cells (code changed since) marked."""
     from bench.staleness import stale_reasons
     from bench_leaderboard import build
+    from bench_leaderboard.load import schema_problems
 
     records, _ = ResultStore(results).all_cells()
-    page = build(results, out_dir=out_dir, stale=stale_reasons(records))
+    valid = [r for r in records if not schema_problems(r)]  # the board names the others and skips them
+    page = build(results, out_dir=out_dir, stale=stale_reasons(valid))
     console.print(f"leaderboard: {page}")
     return page

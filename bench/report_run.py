@@ -119,6 +119,11 @@ def summary_table(
             escape(record.get("data_source", {}).get("kind", "")),
         )
     console.print(table)
+    for cell in cells:  # the table cuts reasons short; a failure's whole reason is what the user acts on
+        record = results.get(cell.id, {})
+        if record.get("status") in ("failed", "diverged"):
+            why = escape(f"{cell.label} {record['status']}: {record.get('reason', '')}")
+            console.print(f"[red]{why}[/]", highlight=False, overflow="fold")
     gate_lines(console, cells, results)
     console.print(" ".join(f"{k.replace('_seconds', '')}: {v:.1f}s" for k, v in timings.items()))
 

@@ -33,12 +33,11 @@ def stale_reasons(records: list[dict[str, Any]]) -> dict[str, str]:
         except (KeyError, ImportError) as exc:
             out[record["cell_id"]] = f"no longer runnable: {exc}"
             continue
-        if task.version != record["task"]["version"]:
-            out[record["cell_id"]] = f"task {t_id} is now version {task.version} (ran {record['task']['version']})"
-        elif variant.version != record["variant"]["version"]:
-            out[record["cell_id"]] = (
-                f"variant {v_id} is now version {variant.version} (ran {record['variant']['version']})"
-            )
+        ran_task, ran_variant = record["task"].get("version"), record["variant"].get("version")
+        if task.version != ran_task:
+            out[record["cell_id"]] = f"task {t_id} is now version {task.version} (ran {ran_task})"
+        elif variant.version != ran_variant:
+            out[record["cell_id"]] = f"variant {v_id} is now version {variant.version} (ran {ran_variant})"
         elif _current_id(record, task, variant) not in (None, record["cell_id"]):
             out[record["cell_id"]] = "the task config, variant fields or search space changed since this ran"
     return out

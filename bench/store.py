@@ -61,6 +61,17 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         raise
 
 
+def _saved_seed(path: Path) -> dict[str, Any] | None:
+    """A final fit's saved record, or None when the file is not one (torn writes cannot happen; edits can)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    shape = {"seed": int, "params": dict, "test": dict}
+    ok = isinstance(data, dict) and all(isinstance(data.get(key), kind) for key, kind in shape.items())
+    return data if ok else None
+
+
 def _stale(lock: Path) -> bool:
     """A claim whose process is gone (same machine), or that cannot be read; another machine's is live."""
     try:
@@ -111,10 +122,10 @@ class ResultStore:
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: not a readable JSON result ({exc}); delete it to re-run the cell") from exc
+            raise ValueError(f"{path}: not a readable JSON result ({exc})") from exc
         if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
             found = data.get("schema_version") if isinstance(data, dict) else None
-            raise ValueError(f"{path}: schema_version {found!r}, expected {SCHEMA_VERSION}; re-run or upgrade bench")
+            raise ValueError(f"{path}: schema_version {found!r}, expected {SCHEMA_VERSION} (written by another bench)")
         return data
 
     def write_cell(self, result: dict[str, Any]) -> Path:
@@ -204,16 +215,27 @@ class ResultStore:
         self._attempts_path(cell_id).unlink(missing_ok=True)
 
     def seed_results(self, cell_id: str) -> dict[int, dict[str, Any]]:
-        """Final fits already done for a cell, by seed."""
-        folder = self.partial_dir / cell_id
+        """Final fits already done for a cell, by seed; a file that is not one is left out (its fit is redone)."""
         out: dict[int, dict[str, Any]] = {}
-        for path in sorted(folder.glob("seed-*.json")):
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue  # a torn write cannot happen (atomic), but a hand-edited file is simply redone
-            out[int(data["seed"])] = data
+        for path in sorted((self.partial_dir / cell_id).glob("seed-*.json")):
+            data = _saved_seed(path)
+            if data is not None:
+                out[data["seed"]] = data
         return out
+
+    def unreadable(self, cell_id: str) -> list[str]:
+        """What of a cell's files cannot be read: its result, its saved seeds. The cell runs again; say so."""
+        problems = []
+        path = self.find(cell_id)
+        if path is not None:
+            try:
+                self.load(path)
+            except ValueError as exc:
+                problems.append(str(exc))
+        for path in sorted((self.partial_dir / cell_id).glob("seed-*.json")):
+            if _saved_seed(path) is None:
+                problems.append(f"{path}: not a saved seed result (JSON with its seed, params and test metrics)")
+        return problems
 
     def write_seed(self, cell_id: str, seed_result: dict[str, Any]) -> None:
         from bench.registry import check_id

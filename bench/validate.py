@@ -63,20 +63,24 @@ def _check_writable(folder: Path, flag: str) -> None:
 
 
 def check_storage(url: str) -> None:
-    """Connect once to the Optuna storage URL."""
+    """Connect once to the Optuna storage URL and read its list of tables (a damaged file fails here)."""
     import sqlalchemy
 
     try:
         engine = sqlalchemy.create_engine(url, connect_args=_connect_args(url))
-        with engine.connect():
-            pass
+        with engine.connect() as connection:
+            sqlalchemy.inspect(connection).get_table_names()
     except Exception as exc:  # any driver's error means the same thing to the user
         from bench.tracking import redact
 
-        message = str(exc).replace(url, redact(url))
+        message = (str(exc).splitlines() or [""])[0].replace(url, redact(url))
+        fix = (
+            "Move the file aside (the studies start afresh; the cells' saved results stay) or pass --storage"
+            if url.startswith("sqlite")
+            else "Check the URL and that its server is running, or drop --storage to use SQLite under --results"
+        )
         raise ValueError(
-            f"cannot reach the Optuna storage {redact(url)!r}: {type(exc).__name__}: {message}. "
-            "Check the URL and that its server is running, or drop --storage to use SQLite under --results."
+            f"cannot reach the Optuna storage {redact(url)!r}: {type(exc).__name__}: {message}. {fix}."
         ) from exc
 
 

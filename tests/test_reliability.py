@@ -175,78 +175,7 @@ def test_an_attempt_that_never_returns_is_counted_and_an_ok_cell_forgets_its_att
         store.start_attempt("../escape")
 
 
-# --- hostile inputs: each gives exit status 2 and a message naming the problem and the fix, no traceback
-
-HOSTILE = [
-    (["run", "--seeds", "99999999999"], "at most 1000 seeds per cell"),
-    (["run", "--seeds", "-1"], "give a positive count"),
-    (["run", "--seeds", "a,b"], "give a positive count"),
-    (["run", "--seeds", "0,0"], "repeats a seed"),
-    (["run", "--seeds", "1000000,1"], "test seeds must lie in 0..999999"),
-    (["run", "--trials", "-1"], "--trials must be 0 or more"),
-    (["run", "--jobs", "0"], "--jobs must be 1 or more"),
-    (["run", "--epochs", "0"], "--epochs must be positive"),
-    (["run", "--max-steps", "-5"], "--max-steps must be positive"),
-    (["run", "--suite", "nope"], "Unknown suite 'nope'"),
-    (["run", "--tasks", "nosuch"], "bench list tasks"),
-    (["run", "--variants", "nosuch"], "bench list variants"),
-    (["run", "--tracking-uri", "javascript:alert(1)"], "neither a URI"),
-    (["run", "--tracking-uri", "ftp://host/x"], "is not an MLflow store"),
-    (["run", "--storage", "postgresql://u:hunter2@127.0.0.1:9/x"], "cannot reach the Optuna storage"),
-    (["run", "--data-dir", "{file}"], "is a file, not a folder"),
-    (["run", "--results", "{file}"], "choose a writable folder"),
-    (["ui", "--port", "99999"], "a TCP port lies in 1..65535"),
-    (["ui", "--port", "0"], "a TCP port lies in 1..65535"),
-    (["ui"], "no MLflow store"),
-    (["cache", "--tokens", "0"], "--tokens and --layers must be positive"),
-    (["list", "--heads", "0"], "--heads and --head-dim must be positive"),
-    (["perf", "--only", "nosuch"], "Unknown perf measurement 'nosuch'"),
-    (["perf", "--repeats", "0"], "give a positive number of rounds"),
-    (["perf", "--threads", "0"], "give a positive number of threads"),
-    (["leaderboard"], "no results in"),
-]
-
-
-@pytest.mark.parametrize(("argv", "message"), HOSTILE, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
-def test_hostile_cli_input_gives_a_clear_error(
-    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from bench.cli import main
-
-    afile = tmp_path / "afile"
-    afile.write_text("not a folder")
-    argv = [a.replace("{file}", str(afile)) for a in argv]
-    where = ["--results", str(tmp_path / "results")] if argv[0] in ("run", "ui", "leaderboard") else []
-    if argv[0] == "run":
-        where += ["--dry-run"] + ([] if "--data-dir" in argv else ["--data-dir", str(tmp_path / "data")])
-        where = [w for w in where if not (argv.count("--results") and w in ("--results", str(tmp_path / "results")))]
-    assert main([*argv, *where]) == 2
-    err = " ".join(capsys.readouterr().err.split())
-    assert message in err and "Traceback" not in err and "hunter2" not in err
-
-
-@pytest.mark.parametrize("argv", [["run", "--suite", "smoke", "--dry-run"], ["perf", "--quick", "--only", "attention"]])
-@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5"])
-def test_bad_bench_threads_is_named_before_any_fit(
-    argv: list[str], value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from bench.cli import main
-
-    monkeypatch.setenv("BENCH_THREADS", value)
-    where = ["--results", str(tmp_path / "r"), "--data-dir", str(tmp_path / "d")] if argv[0] == "run" else []
-    assert main([*argv, *where, *(["--out", str(tmp_path / "perf")] if argv[0] == "perf" else [])]) == 2
-    assert f"$BENCH_THREADS '{value}': give a positive whole number" in " ".join(capsys.readouterr().err.split())
-
-
-def test_data_dir_from_the_environment_pointing_at_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    from bench.cli import main
-
-    afile = tmp_path / "afile"
-    afile.write_text("")
-    monkeypatch.setenv("BENCH_DATA_DIR", str(afile))
-    assert main(["data", "prepare", "--tasks", "reverse"]) == 2
-    assert "is a file, not a folder; point $BENCH_DATA_DIR" in " ".join(capsys.readouterr().err.split())
+# --- plugins and ids (the table of hostile inputs through the CLI is tests/test_hostile.py) ----------
 
 
 def test_a_task_plugin_whose_prepare_crashes_fails_only_its_own_task(tmp_path: Path) -> None:

@@ -129,17 +129,31 @@ def check_layout(category_dir: Path) -> None:
             raise DataError(f"{mask} masks no image: expected {image}; restore it or remove the mask")
 
 
-def _unreadable(paths: list[str]) -> str:
-    """The first of `paths` that PIL cannot fully decode (or all of them, if each decodes)."""
+def _decode_error(path: Path | str) -> OSError | None:
+    """Why PIL cannot decode the image at `path` in full, or None when it can."""
     from PIL import Image
 
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                image.load()
-        except OSError:
-            return path
-    return " or ".join(paths)
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except OSError as err:
+        return err
+    return None
+
+
+def _unreadable(paths: list[str]) -> str:
+    """The first of `paths` that PIL cannot fully decode (or all of them, if each decodes)."""
+    return next((path for path in paths if _decode_error(path)), " or ".join(paths))
+
+
+def check_images(category_dir: Path, fix: str) -> None:
+    """Every PNG of a category decodes in full: anomalib's reader fills a truncated one in without a word.
+
+    About 0.2 s for a texture proxy's 840 images, once per process (see `anomalib_splits`).
+    """
+    for path in sorted(category_dir.rglob("*.png")):
+        if err := _decode_error(path):
+            raise DataError(f"cannot read {path} ({err}); {fix}")
 
 
 class NamedErrors(Dataset):
@@ -221,6 +235,7 @@ def anomalib_splits(category_dir: Path, img_size: int, fix: str) -> dict[str, Da
     from torchvision.transforms.v2 import Resize
 
     check_layout(category_dir)
+    check_images(category_dir, fix)
     anomalib_dm = MVTecAD(
         root=category_dir.parent,
         category=category_dir.name,
