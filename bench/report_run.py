@@ -25,7 +25,9 @@ def trials_done(storage: str, cells: list[Cell]) -> dict[str, int]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     wanted = {f"cell-{c.id}": c.id for c in cells}
     out: dict[str, int] = {}
-    store = optuna.storages.get_storage(storage)
+    from bench.tuning import optuna_storage
+
+    store = optuna.storages.get_storage(optuna_storage(storage))
     for study in store.get_all_studies():
         if study.study_name in wanted:
             trials = store.get_all_trials(

@@ -1,12 +1,24 @@
 """One Optuna study per cell: a seeded TPE sampler, median pruning, and a search space shared by every
 variant of a task (so each variant gets the same budget). Tuning sees only the validation split.
+
+Storage: SQLite (the default, one machine) or a server database (PostgreSQL, MySQL) that many
+processes and machines share. On a server database each process keeps a one-connection pool, and a
+running trial sends heartbeats (Optuna records them only inside `study.optimize`; we ask and tell, so
+we send them ourselves): a trial silent for `GRACE_S` was cut short, and is failed and queued again
+with its parameters, while a live trial of another process is left alone. On SQLite the cell's claim
+(`ResultStore.claim`) rules out a live trial elsewhere, so any trial left running is cut short.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from bench.loop import FitHooks
 
@@ -28,6 +40,12 @@ SAMPLER_VERSION = "tpe-task-seeded-2"  # 2: reseeded per finished trial (resume-
 TUNING_SEED = 1_000_000
 #: the first trial of every study: settings that train every built-in task reasonably
 DEFAULT_PARAMS: dict[str, float] = {"lr": 3e-3, "weight_decay": 1e-4, "warmup_frac": 0.05}
+#: seconds between a running trial's heartbeats on a server database, and how long one may stay silent
+HEARTBEAT_S, GRACE_S = 20, 120
+#: per process: one connection kept, two more for a moment (the heartbeat thread; Optuna nests a
+#: session in places), each checked before use (servers drop idle ones): thirty workers stay within
+#: PostgreSQL's default of 100 connections
+POOL = {"pool_size": 1, "max_overflow": 2, "pool_pre_ping": True, "pool_recycle": 600}
 
 
 def default_params(task: Task) -> dict[str, float]:
@@ -78,24 +96,96 @@ def open_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=f"cell-{cell_id}",
-        storage=storage,
+        storage=optuna_storage(storage),
         direction="maximize" if higher_is_better else "minimize",
         load_if_exists=True,
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
     )
-    # a trial left RUNNING was cut short by a killed run (the cell's claim rules out a live one): it
-    # is failed and queued again with the same parameters, so the study's candidates stay the same
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(trial.number, state=TrialState.FAIL)
-        if trial.params:
-            study.enqueue_trial(dict(trial.params), skip_if_exists=False)
+    # a trial cut short (a killed run) is failed and queued again with the same parameters, so the
+    # study's candidates stay the same; with heartbeats only a silent one is, never a live one elsewhere
+    if _heartbeat_storage(study):
+        with _heartbeats_quietly():
+            optuna.storages.fail_stale_trials(study)  # its callback queues the trial again
+    else:
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study.tell(trial.number, state=TrialState.FAIL)
+            if trial.params:
+                study.enqueue_trial(dict(trial.params), skip_if_exists=False)
     wanted = defaults or DEFAULT_PARAMS
-    kept = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)
+    kept = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING)  # running: live
     if not any(t.params == wanted for t in study.get_trials(deepcopy=False, states=kept)):
         study.enqueue_trial(wanted, skip_if_exists=False)  # the default-settings trial always runs
     study.set_user_attr("sampler_key", sampler_key or cell_id)
     reseed(study, finished_trials(study))
     return study
+
+
+@contextmanager
+def _heartbeats_quietly() -> Iterator[None]:
+    """Optuna marks heartbeats experimental and warns when a study that keeps them is asked, not optimised:
+    both are how bench means to use them, so neither is news to the user."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        yield
+
+
+@functools.cache
+def optuna_storage(url: str) -> str | optuna.storages.RDBStorage:
+    """What Optuna is given for `url`, one per process: SQLite as its URL; a server database with a
+    small connection pool and heartbeats (a silent trial is retried with its parameters)."""
+    if url.startswith("sqlite"):
+        return url
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    with _heartbeats_quietly():
+        return RDBStorage(
+            url,
+            engine_kwargs={**POOL, "connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else POOL,
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
+        )
+
+
+class _Heartbeats(Protocol):
+    def record_heartbeat(self, trial_id: int) -> None: ...
+
+
+def _heartbeat_storage(study: optuna.Study) -> _Heartbeats | None:
+    """The study's storage when it keeps heartbeats (a server database), else None."""
+    storage = study._storage  # Optuna exposes a study's storage only so (a cache around our RDBStorage)
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    return cast(_Heartbeats, storage) if interval else None
+
+
+@contextmanager
+def heartbeats(trial: optuna.Trial) -> Iterator[None]:
+    """While the block runs, record `trial`'s heartbeat every `HEARTBEAT_S` (when its storage keeps them)."""
+    storage = _heartbeat_storage(trial.study)
+    if storage is None:
+        yield
+        return
+    trial_id, stop = trial._trial_id, threading.Event()  # the id Optuna's own optimize loop beats for
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a lost connection: the next beat retries
+                storage.record_heartbeat(trial_id)
+            if stop.wait(HEARTBEAT_S):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def reseed(study: optuna.Study, k: int) -> None:
@@ -114,6 +204,18 @@ def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
+def _running_trials(study: optuna.Study) -> int:
+    """Trials running elsewhere now (a shared server database), after failing the silent ones."""
+    import optuna
+    from optuna.trial import TrialState
+
+    if not _heartbeat_storage(study):
+        return 0
+    with _heartbeats_quietly():
+        optuna.storages.fail_stale_trials(study)
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
 def tune(
     study: optuna.Study,
     n_trials: int,
@@ -124,17 +226,23 @@ def tune(
 ) -> dict[str, float]:
     """Run trials until `n_trials` have finished (completed or pruned); return the best parameters.
 
-    Falls back to `defaults` (the task's default optimiser settings) when no trial completed.
+    The budget counts trials running elsewhere on a shared server database, so a cell never gets more
+    than `n_trials` whichever processes run it. Falls back to `defaults` (the task's default optimiser
+    settings) when no trial completed.
     """
     import optuna
 
-    remaining = max(0, n_trials - finished_trials(study))
-    for _ in range(remaining):
-        reseed(study, finished_trials(study))
-        trial = study.ask()
+    while (finished := finished_trials(study)) < n_trials:
+        if finished + _running_trials(study) >= n_trials:  # the rest of the budget runs elsewhere: wait
+            time.sleep(HEARTBEAT_S)  # for it to finish, or to go silent and be queued again for us
+            continue
+        reseed(study, finished)
+        with _heartbeats_quietly():
+            trial = study.ask()
         params = suggest(trial, space)
         try:
-            value = objective(trial, params)
+            with heartbeats(trial):
+                value = objective(trial, params)
         except optuna.TrialPruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         except Exception:

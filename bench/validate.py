@@ -74,11 +74,12 @@ def check_storage(url: str) -> None:
         from bench.tracking import redact
 
         message = (str(exc).splitlines() or [""])[0].replace(url, redact(url))
-        fix = (
-            "Move the file aside (the studies start afresh; the cells' saved results stay) or pass --storage"
-            if url.startswith("sqlite")
-            else "Check the URL and that its server is running, or drop --storage to use SQLite under --results"
-        )
+        if isinstance(exc, ModuleNotFoundError):
+            fix = "Install the database's driver: pip install 'bench[postgres]' for PostgreSQL"
+        elif url.startswith("sqlite"):
+            fix = "Move the file aside (the studies start afresh; the cells' saved results stay) or pass --storage"
+        else:
+            fix = "Check the URL and that its server is running, or drop --storage to use SQLite under --results"
         raise ValueError(
             f"cannot reach the Optuna storage {redact(url)!r}: {type(exc).__name__}: {message}. {fix}."
         ) from exc
