@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     board.set_defaults(handler=_cmd_leaderboard)
     ui = commands.add_parser("ui", help="open the MLflow UI on a results folder's tracking store")
     ui.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
+    ui.add_argument(
+        "--tracking-uri", help="the store `bench run --tracking-uri` logged to (default: the results folder's)"
+    )
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=_cmd_ui)
@@ -200,15 +203,21 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 def _cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    from bench.tracking import default_tracking_uri
+    from bench.tracking import default_tracking_uri, redact
+    from bench.validate import check_tracking_uri
 
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port {args.port}: a TCP port lies in 1..65535; e.g. --port 5000")
-    db = args.results / "mlflow.db"
-    if not db.exists():
-        raise ValueError(f"no MLflow store at {db}; run `bench run --results {args.results}` first")
-    uri = default_tracking_uri(args.results)
-    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C to stop")
+    uri = args.tracking_uri or default_tracking_uri(args.results)
+    if uri.startswith(("http://", "https://")):  # a tracking server is its own UI
+        check_tracking_uri(uri)
+        print(f"MLflow UI: {redact(uri)} (the tracking server itself)")
+        return 0
+    db = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if db is not None and not db.exists():
+        made_by = f"--tracking-uri {uri}" if args.tracking_uri else f"--results {args.results}"
+        raise ValueError(f"no MLflow store at {db}; run `bench run {made_by}` first")
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {redact(uri)}); Ctrl-C to stop")
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", args.host]
     return subprocess.call([*command, "--port", str(args.port)])
 

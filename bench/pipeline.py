@@ -141,7 +141,8 @@ def _context(options: RunOptions, store: ResultStore, console: Any, n_cells: int
     if options.tracking_uri != "none":
         uri = options.tracking_uri or default_tracking_uri(options.results)
         try:
-            tracker = Tracker(uri, artifact_root=options.results / "mlartifacts")
+            local = not uri.startswith(("http://", "https://"))  # a server keeps its runs' artifacts itself
+            tracker = Tracker(uri, artifact_root=options.results / "mlartifacts" if local else None)
         except Exception as exc:  # MLflow observes: without it the run goes on, and says so
             from bench.tracking import redact
 
