@@ -216,6 +216,13 @@ def cost_figures(cell: Cell, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     return costs
 
 
+def saved_fits(cell: Cell, store: ResultStore, storage: str) -> int:
+    """The cell's fits that a run would not redo: its finished trials and its saved seeds."""
+    from bench.report_run import trials_done
+
+    return trials_done(storage, [cell]).get(cell.id, 0) + len(store.seed_results(cell.id))
+
+
 def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     """Tune, refit, measure and store one cell; a failure is stored as a failed cell, not raised.
 
@@ -226,7 +233,8 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         if not mine:
             ctx.progress.log(f"[yellow]{cell.label}: another run is working on this cell; left to it[/]")
             return {**base_record(cell), "status": "busy"}
-        ctx.store.start_attempt(cell.id)  # before the work: an attempt that never returns counts too
+        # before the work: an attempt that never returns counts too, unless the next one finds it saved fits
+        ctx.store.start_attempt(cell.id, saved_fits(cell, ctx.store, ctx.storage))
         record = _run_claimed(cell, ctx)
         ctx.store.end_attempt(cell.id, record["status"], record.get("reason", ""))
         return record

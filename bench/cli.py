@@ -240,12 +240,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except (KeyError, ValueError, ImportError) as exc:  # user-facing errors: message, no traceback
-        from rich.markup import escape
-
-        from bench.report import make_console
-
-        make_console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        _error(str(exc))
         return 2
+    except OSError as exc:  # a full disk, a folder we may not write: what was saved stays saved
+        where = f": {exc.filename}" if exc.filename else ""
+        _error(f"{exc.strerror or exc}{where}. Free space (or fix the folder's permissions) and run the same "
+               "command again: every fit already saved is kept.")  # fmt: skip
+        return 1
+
+
+def _error(message: str) -> None:
+    from rich.markup import escape
+
+    from bench.report import make_console
+
+    make_console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
 
 
 if __name__ == "__main__":

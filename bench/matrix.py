@@ -121,8 +121,10 @@ def status(cell: Cell, store: ResultStore, trials_done: int) -> str:
         seeds_done = {s["seed"] for s in done.get("per_seed", [])}
         if done.get("status") == "ok" and set(cell.suite.seeds) <= seeds_done and trials_done >= cell.suite.trials:
             return "cached"
-    if store.attempts(cell.id)["count"] >= MAX_ATTEMPTS:
+    saved_seeds = store.seed_results(cell.id)
+    all_saved = trials_done >= cell.suite.trials and set(cell.suite.seeds) <= set(saved_seeds)
+    if store.attempts(cell.id)["count"] >= MAX_ATTEMPTS and not all_saved:  # all saved: only assembly is left
         return "gave up"  # not tried again until `bench run --retry-failed`
-    if trials_done or store.seed_results(cell.id):
+    if trials_done or saved_seeds:
         return "partial"
     return "to run"

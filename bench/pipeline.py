@@ -59,6 +59,7 @@ def run(suite: Suite, options: RunOptions) -> int:
     console = make_console()
     cells = plan(suite, options)
     store = ResultStore(options.results)
+    _storage_ready(storage_url(options), options.results)
     trials = report_run.trials_done(storage_url(options), cells)
     if options.retry_failed and not options.dry_run:
         for cell in cells:
@@ -100,6 +101,22 @@ def run(suite: Suite, options: RunOptions) -> int:
     _analytic(options.results, console)
     build_leaderboard(options.results, console)
     return 1 if any(r.get("status") == "failed" for r in results.values()) else 0
+
+
+def _storage_ready(url: str, results: Path) -> None:
+    """Create the Optuna storage's tables once, under a lock: two runs starting at once on a fresh
+    folder would both create them, and one would fail."""
+    import fcntl
+
+    from optuna.storages import get_storage
+
+    from bench.tuning import optuna_storage
+
+    lock = results / "locks" / "optuna-storage.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
+        get_storage(optuna_storage(url))
 
 
 def _json_object(path: Path) -> dict[str, Any]:

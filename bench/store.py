@@ -190,26 +190,37 @@ class ResultStore:
         return self.partial_dir / check_id(cell_id, "cell id") / "attempts.json"
 
     def attempts(self, cell_id: str) -> dict[str, Any]:
-        """`{"count": n, "last": outcome}` of the attempts at a cell that is not ok yet (count 0: none)."""
+        """`{"count": n, "last": outcome, "progress": p}` of the attempts at a cell that is not ok yet.
+
+        `count` is the attempts in a row that saved nothing (0: none); `progress` the fits the cell had
+        saved when the last attempt started.
+        """
         try:
             data = json.loads(self._attempts_path(cell_id).read_text())
-            return {"count": int(data["count"]), "last": str(data.get("last", ""))}
+            return {"count": int(data["count"]), "last": str(data.get("last", "")), "progress": int(data["progress"])}
         except (OSError, ValueError, KeyError, TypeError):
-            return {"count": 0, "last": ""}
+            return {"count": 0, "last": "", "progress": -1}
 
-    def start_attempt(self, cell_id: str) -> None:
-        """Count an attempt before it runs, so one that never ends (a killed worker, a hang) counts too."""
-        count = self.attempts(cell_id)["count"] + 1
+    def start_attempt(self, cell_id: str, progress: int) -> None:
+        """Count an attempt before it runs, so one that never ends (a killed worker, a hang) counts too.
+
+        `progress` is the fits the cell has saved (finished trials and seeds). An attempt after which
+        more were saved was not the cell's failure (the run was stopped, by the user or the system):
+        the count starts again, so only attempts in a row that save nothing give a cell up.
+        """
+        before = self.attempts(cell_id)
+        count = 1 if progress > before["progress"] else before["count"] + 1
         last = "did not finish: the process died, was killed or hung"
-        write_json_atomic(self._attempts_path(cell_id), {"count": count, "last": last})
+        write_json_atomic(self._attempts_path(cell_id), {"count": count, "last": last, "progress": progress})
 
     def end_attempt(self, cell_id: str, status: str, reason: str = "") -> None:
         """An ok (or n/a) cell forgets its attempts; any other outcome is kept as the last one."""
         if status in ("ok", "n/a"):
             self.forget_attempts(cell_id)
         else:
-            count = max(1, self.attempts(cell_id)["count"])
-            write_json_atomic(self._attempts_path(cell_id), {"count": count, "last": f"{status}: {reason}"[:500]})
+            before = self.attempts(cell_id)
+            outcome = {"count": max(1, before["count"]), "last": f"{status}: {reason}"[:500]}
+            write_json_atomic(self._attempts_path(cell_id), {**outcome, "progress": before["progress"]})
 
     def forget_attempts(self, cell_id: str) -> None:
         self._attempts_path(cell_id).unlink(missing_ok=True)

@@ -150,7 +150,7 @@ def test_a_cell_that_keeps_failing_is_given_up_after_max_attempts_until_asked_ag
         assert run(suite, options) == 1
         (record,) = store.all_cells()[0]
         assert record["status"] == "failed" and store.attempts(record["cell_id"]) == {
-            "count": attempt, "last": "failed: RuntimeError: boom"}  # fmt: skip
+            "count": attempt, "last": "failed: RuntimeError: boom", "progress": 0}  # fmt: skip
     assert len(calls) == MAX_ATTEMPTS
     (cell,) = plan(suite, options)
     assert matrix.status(cell, store, 0) == "gave up"
@@ -166,13 +166,17 @@ def test_an_attempt_that_never_returns_is_counted_and_an_ok_cell_forgets_its_att
 
     store = ResultStore(tmp_path / "results")
     assert store.attempts("abc")["count"] == 0
-    store.start_attempt("abc")  # then the process is killed: no end_attempt
-    assert store.attempts("abc") == {"count": 1, "last": "did not finish: the process died, was killed or hung"}
-    store.start_attempt("abc")
+    store.start_attempt("abc", progress=0)  # then the process is killed: no end_attempt
+    unfinished = "did not finish: the process died, was killed or hung"
+    assert store.attempts("abc") == {"count": 1, "last": unfinished, "progress": 0}
+    store.start_attempt("abc", progress=0)  # killed again, having saved nothing: counted
+    assert store.attempts("abc")["count"] == 2
+    store.start_attempt("abc", progress=3)  # the last attempt saved 3 fits before its run was stopped
+    assert store.attempts("abc") == {"count": 1, "last": unfinished, "progress": 3}
     store.end_attempt("abc", "ok")
     assert store.attempts("abc")["count"] == 0
     with pytest.raises(ValueError, match="cell id"):
-        store.start_attempt("../escape")
+        store.start_attempt("../escape", progress=0)
 
 
 # --- plugins and ids (the table of hostile inputs through the CLI is tests/test_hostile.py) ----------

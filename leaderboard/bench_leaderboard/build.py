@@ -13,7 +13,9 @@ import csv
 import hashlib
 import io
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,10 +258,17 @@ def render_html(data: Mapping[str, Any]) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so a reader never sees half a page."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="\n")
-    tmp.replace(path)
+    """Write via a temp file of its own and rename, so a reader never sees half a page and two runs
+    writing the board at once each replace it whole (the last one wins)."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.chmod(name, 0o644)  # mkstemp makes files private; the board is meant to be shared
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
 
 
 def build_report(results_dir: Path, out_dir: Path | None = None, stale: Mapping[str, str] | None = None) -> Built:
