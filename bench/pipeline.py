@@ -59,6 +59,8 @@ def run(suite: Suite, options: RunOptions) -> int:
     console = make_console()
     cells = plan(suite, options)
     store = ResultStore(options.results)
+    if not options.dry_run:
+        store.sweep_torn_writes()
     _storage_ready(storage_url(options), options.results)
     trials = report_run.trials_done(storage_url(options), cells)
     if options.retry_failed and not options.dry_run:

@@ -19,6 +19,7 @@ import math
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,8 @@ from typing import Any
 SCHEMA_VERSION = 1
 #: attempts at a cell before `bench run` stops trying it (`--retry-failed` tries again)
 MAX_ATTEMPTS = 3
+#: a write's temp file older than this was left by a killed process (a live one lasts milliseconds)
+TORN_AFTER_S = 600.0
 
 
 def finite(value: Any) -> Any:
@@ -103,6 +106,20 @@ class ResultStore:
         self.root = root
         self.cells_dir = root / "cells"
         self.partial_dir = root / "partial"
+
+    def sweep_torn_writes(self, older_than_s: float = TORN_AFTER_S) -> list[Path]:
+        """Delete the temp files of writes that never finished (a process killed between writing and
+        renaming); a live write's temp file lives for milliseconds, so only old ones are touched."""
+        cutoff = time.time() - older_than_s
+        torn = [
+            path
+            for folder in (self.root, self.cells_dir, *self.partial_dir.glob("*"))
+            for path in folder.glob(".*.tmp")
+            if path.is_file() and path.stat().st_mtime < cutoff
+        ]
+        for path in torn:
+            path.unlink(missing_ok=True)
+        return torn
 
     def cell_path(self, task: str, variant: str, cell_id: str) -> Path:
         """Where a cell's record lives; every id is checked first, so none can point outside the store."""

@@ -161,6 +161,25 @@ def test_a_cell_that_keeps_failing_is_given_up_after_max_attempts_until_asked_ag
     assert store.attempts(cell.id)["count"] == 1  # counted afresh
 
 
+def test_temp_files_of_killed_writes_are_swept_and_live_ones_left(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from bench.store import TORN_AFTER_S, ResultStore, write_json_atomic
+
+    store = ResultStore(tmp_path / "results")
+    write_json_atomic(store.cells_dir / "a__b__c.json", {"ok": 1})
+    old = [store.cells_dir / ".a__b__d.json.x1.tmp", store.partial_dir / "c" / ".seed-0.json.x2.tmp"]
+    fresh = store.cells_dir / ".a__b__e.json.x3.tmp"  # another run writing right now
+    for path in [*old, fresh]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{")
+    for path in old:
+        os.utime(path, (time.time() - TORN_AFTER_S - 1,) * 2)
+    assert sorted(store.sweep_torn_writes()) == sorted(old)
+    assert fresh.exists() and (store.cells_dir / "a__b__c.json").exists() and not any(p.exists() for p in old)
+
+
 def test_an_attempt_that_never_returns_is_counted_and_an_ok_cell_forgets_its_attempts(tmp_path: Path) -> None:
     from bench.store import ResultStore
 
