@@ -110,15 +110,13 @@ def _storage_ready(url: str, results: Path) -> None:
     folder would both create them, and one would fail."""
     import fcntl
 
-    from optuna.storages import get_storage
-
     from bench.tuning import optuna_storage
 
     lock = results / "locks" / "optuna-storage.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
-        get_storage(optuna_storage(url))
+        optuna_storage(url)
 
 
 def _json_object(path: Path) -> dict[str, Any]:

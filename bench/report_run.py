@@ -27,7 +27,7 @@ def trials_done(storage: str, cells: list[Cell]) -> dict[str, int]:
     out: dict[str, int] = {}
     from bench.tuning import optuna_storage
 
-    store = optuna.storages.get_storage(optuna_storage(storage))
+    store = optuna_storage(storage)
     for study in store.get_all_studies():
         if study.study_name in wanted:
             trials = store.get_all_trials(
