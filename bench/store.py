@@ -110,10 +110,13 @@ class ResultStore:
     def sweep_torn_writes(self, older_than_s: float = TORN_AFTER_S) -> list[Path]:
         """Delete the temp files of writes that never finished (a process killed between writing and
         renaming); a live write's temp file lives for milliseconds, so only old ones are touched."""
+        if not self.root.is_dir():
+            return []
         cutoff = time.time() - older_than_s
+        folders = [self.root, *(p for p in self.root.iterdir() if p.is_dir()), *self.partial_dir.glob("*")]
         torn = [
             path
-            for folder in (self.root, self.cells_dir, *self.partial_dir.glob("*"))
+            for folder in folders  # cells, partial seeds, leaderboard pages, baselines, ...
             for path in folder.glob(".*.tmp")
             if path.is_file() and path.stat().st_mtime < cutoff
         ]

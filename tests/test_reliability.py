@@ -169,7 +169,8 @@ def test_temp_files_of_killed_writes_are_swept_and_live_ones_left(tmp_path: Path
 
     store = ResultStore(tmp_path / "results")
     write_json_atomic(store.cells_dir / "a__b__c.json", {"ok": 1})
-    old = [store.cells_dir / ".a__b__d.json.x1.tmp", store.partial_dir / "c" / ".seed-0.json.x2.tmp"]
+    old = [store.cells_dir / ".a__b__d.json.x1.tmp", store.partial_dir / "c" / ".seed-0.json.x2.tmp",
+           store.root / "leaderboard" / ".index.html.x4.tmp"]  # fmt: skip
     fresh = store.cells_dir / ".a__b__e.json.x3.tmp"  # another run writing right now
     for path in [*old, fresh]:
         path.parent.mkdir(parents=True, exist_ok=True)
