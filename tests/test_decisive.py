@@ -16,6 +16,7 @@ from bench.train import share_initial_values
 from bench.tuning import TUNING_SEED, default_params
 from bench.validate import check_run_inputs
 from bench_tasks.base import OptimConfig
+from tests.nan_attention import BlowsUp
 
 
 def _options(tmp_path: Path) -> RunOptions:
@@ -95,19 +96,6 @@ def test_task_defaults_override_the_shared_ones() -> None:
     assert matrix.cell_id(changed, variants().get("qkv"), sub.config("default")) != cell_sub
 
 
-class _BlowsUp(torch.nn.Module):
-    """Wraps a variant's attention and returns NaN from the third training call on."""
-
-    def __init__(self, inner: torch.nn.Module) -> None:
-        super().__init__()
-        self.inner, self.calls = inner, 0
-
-    def forward(self, x: torch.Tensor, **kw: object) -> torch.Tensor:
-        self.calls += 1
-        out = self.inner(x, **kw)
-        return out * float("nan") if self.training and self.calls > 2 else out
-
-
 def test_a_fit_whose_loss_turns_nan_ends_as_diverged(tmp_path: Path) -> None:
     from bench.train import Diverged, fit
     from bench_variants.base import replace
@@ -116,7 +104,7 @@ def test_a_fit_whose_loss_turns_nan_ends_as_diverged(tmp_path: Path) -> None:
 
     class NaNVariant(type(qkv)):  # type: ignore[misc]
         def build(self, config: object) -> torch.nn.Module:  # type: ignore[override]
-            return _BlowsUp(super().build(config))  # type: ignore[arg-type]
+            return BlowsUp(super().build(config))  # type: ignore[arg-type]
 
     spec = NaNVariant(**{f.name: getattr(qkv, f.name) for f in dataclasses.fields(qkv)})
     spec = replace(spec, id="nan-after-2-steps")

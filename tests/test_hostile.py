@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from bench.cli import main
 from bench.data import default_data_dir
+from tests.nan_attention import BlowsUp
 
 SECRET = "hunter2"
 PORTS = "a TCP port lies in 1..65535"
@@ -230,19 +230,6 @@ def _code_did_not_run(w: World) -> None:
 # --- plugins ----------------------------------------------------------------------------------------
 
 
-class _BlowsUp(torch.nn.Module):
-    """Wraps a variant's attention and returns NaN from its third training call on."""
-
-    def __init__(self, inner: torch.nn.Module) -> None:
-        super().__init__()
-        self.inner, self.calls = inner, 0
-
-    def forward(self, x: torch.Tensor, **kw: object) -> torch.Tensor:
-        self.calls += 1
-        out = self.inner(x, **kw)
-        return out * float("nan") if self.training and self.calls > 2 else out
-
-
 def _variant(vid: str, build: Callable[[Any, Any], Any] | None = None, **fields: Any) -> Any:
     """The QKV variant under another id, its `build` replaced when given."""
     from bench.registry import variants
@@ -432,7 +419,7 @@ HOSTILE: list[Hostile] = [
             arrange=_variant_plugin("raises", lambda: _variant("raises", _raises))),
     Hostile("plugin", "a variant whose outputs turn NaN", ["run", *ONE_CELL[:4], "--variants", "nan", *ONE_CELL[6:],
             "--results", "{results}", "--data-dir", "{data}"], "diverged", code=0,
-            arrange=_variant_plugin("nan", lambda: _variant("nan", lambda q, c: _BlowsUp(q.build(c))))),
+            arrange=_variant_plugin("nan", lambda: _variant("nan", lambda q, c: BlowsUp(q.build(c))))),
     Hostile("plugin", "a variant whose cache differs from its declaration", ["cache", "--variants", "cache-liar,qkv",
             "--tokens", "4", "--layers", "1"], "cache-liar", code=1,
             arrange=_variant_plugin("cache-liar", _cache_lies)),
