@@ -217,6 +217,11 @@ def same_results(scenario: Scenario, reference: Scenario) -> bool:
     return all(cell in mine and comparable(mine[cell]) == comparable(theirs[cell]) for cell in theirs)
 
 
+def same_as_reference(scenario: Scenario, reference: Scenario) -> bool:
+    """The reference's cells hold the same results in `scenario`, and the leaderboards agree."""
+    return same_results(scenario, reference) and scenario.leaderboard() == reference.leaderboard()
+
+
 def add_row(
     scenario: str,
     tallied: Tally,
@@ -307,7 +312,7 @@ def kill_chain(reference: Scenario, tmp_path_factory: pytest.TempPathFactory) ->
     for _, fault in CHAIN:
         chain.run({**fault, "action": "kill"})
     chain.run()
-    equal = same_results(chain, reference) and chain.leaderboard() == reference.leaderboard()
+    equal = same_as_reference(chain, reference)
     after = chain.by_variant()
     chain.run(None, "--retry-failed")
     return Chain(chain, equal, after)
@@ -353,7 +358,7 @@ def test_the_kills_then_retry_failed_end_with_every_fit_once_and_the_reference_r
     chain = kill_chain.scenario
     tallied = tally(chain.events())
     leftovers = sorted(p.name for p in (chain.results / "cells").glob(".*.tmp"))
-    equal = same_results(chain, reference) and chain.leaderboard() == reference.leaderboard()
+    equal = same_as_reference(chain, reference)
     add_row(
         f"all {len(chain.runs)} runs: the {len(CHAIN)} kills, the rerun, --retry-failed",
         tallied,
@@ -378,7 +383,7 @@ def test_a_worker_killed_under_jobs_2_costs_only_the_fits_in_flight(tmp_path: Pa
     run = scenario.run({"where": "step", "action": "kill", "variant": "mqa", "kind": "final", "nth": 1, "step": 9})
     tallied = tally(scenario.events())
     sibling = sum(tally(scenario.events(), {"qkv"}).lost.values())  # its worker ends with the broken pool
-    equal = same_results(scenario, reference) and scenario.leaderboard() == reference.leaderboard()
+    equal = same_as_reference(scenario, reference)
     row = add_row(
         "a --jobs 2 worker SIGKILLed during a seed",
         tallied,
@@ -487,7 +492,7 @@ def test_a_corrupt_cell_file_is_named_and_recomputed_without_refitting(tmp_path:
     damaged.write_text(damaged.read_text()[:300])  # cut mid-file, as a crashed editor or a bad copy leaves it
     run = scenario.run()
     tallied = tally(reference.events() + scenario.events())
-    equal = same_results(scenario, reference) and scenario.leaderboard() == reference.leaderboard()
+    equal = same_as_reference(scenario, reference)
     add_row(
         "a cell JSON cut in half, then run again",
         tallied,
@@ -513,7 +518,7 @@ def full_disk(reference: Scenario, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def test_a_full_disk_loses_at_most_the_fit_in_flight(full_disk: Scenario, reference: Scenario) -> None:
     tallied = tally(full_disk.events())
-    equal = same_results(full_disk, reference) and full_disk.leaderboard() == reference.leaderboard()
+    equal = same_as_reference(full_disk, reference)
     first = full_disk.runs[0].output
     traceback = "Traceback" in first
     row = add_row(
@@ -548,7 +553,7 @@ def test_two_runs_at_once_on_one_folder_share_the_cells(tmp_path: Path, referenc
     procs = [scenario.start(in_turn), scenario.start(in_turn)]
     runs = [scenario.finish(p) for p in procs]
     tallied = tally(scenario.events())
-    equal = same_results(scenario, reference) and scenario.leaderboard() == reference.leaderboard()
+    equal = same_as_reference(scenario, reference)
     row = add_row(
         "two identical runs at once on one folder (Optuna store already there)",
         tallied,
