@@ -14,7 +14,7 @@ APT_PACKAGES := dataset-fashion-mnist chromium chromium-driver
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev,postgres]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev,postgres,ray]"
 	touch $@
 
 setup: $(STAMP) system-deps

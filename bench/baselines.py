@@ -25,7 +25,7 @@ def baseline_key(task: Task, config: TaskConfig) -> str:
     """12 hex digits naming the task, its version and its config: the baseline's identity."""
     from bench_tasks.baselines import VERSION
 
-    payload = [task.id, task.version, type(config).__name__, config.as_dict(), VERSION]
+    payload = [task.id, task.version, type(config).__name__, config.identity(), VERSION]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

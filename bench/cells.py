@@ -235,12 +235,14 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
             return {**base_record(cell), "status": "busy"}
         # before the work: an attempt that never returns counts too, unless the next one finds it saved fits
         ctx.store.start_attempt(cell.id, saved_fits(cell, ctx.store, ctx.storage))
-        record = _run_claimed(cell, ctx)
+        record = run_claimed(cell, ctx)
         ctx.store.end_attempt(cell.id, record["status"], record.get("reason", ""))
         return record
 
 
-def _run_claimed(cell: Cell, ctx: RunContext) -> dict[str, Any]:
+def run_claimed(cell: Cell, ctx: RunContext) -> dict[str, Any]:
+    """`run_cell`'s work, for a caller that holds the cell's claim and counts its attempts itself
+    (the Ray driver: it claims, a node runs)."""
     record = base_record(cell)
     trivial = baselines.stored(cell.task, cell.config, ctx.store)
     if trivial is not None:

@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--tokens", type=int, default=64, help="tokens to decode (default 64)")
     _add_shape_options(cache, heads=8, head_dim=16, layers=4, dtype="fp32")
     cache.set_defaults(handler=_cmd_cache)
+    _add_check_variant_parser(commands)
     _add_data_parser(commands)
     _add_run_parser(commands)
     _add_perf_parser(commands)
@@ -55,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=_cmd_ui)
     return parser
+
+
+def _add_check_variant_parser(commands: Any) -> None:
+    check = commands.add_parser(
+        "check-variant", help="run the conformance checks against one variant: a plugin author's gate"
+    )
+    check.add_argument(
+        "variant", metavar="NAME", help="a registered id or display name, or module:object before it is packaged"
+    )
+    check.set_defaults(handler=_cmd_check_variant)
 
 
 def _add_data_parser(commands: Any) -> None:
@@ -82,6 +93,12 @@ def _add_run_parser(commands: Any) -> None:
     run.add_argument("--storage", help="Optuna storage URL (default: SQLite under --results)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under --results; 'none' disables)")
     run.add_argument("--jobs", type=int, help="cells run in parallel (default: CPU cores up to 4 on CPU, 1 with CUDA)")
+    run.add_argument("--ray", metavar="ADDRESS",
+                     help="run each cell as a task on a Ray cluster: auto (the cluster `ray start` made here), "
+                          "the head's HOST:PORT, or local (a one-node Ray for this run); needs bench[ray]")  # fmt: skip
+    run.add_argument("--devices", type=int,
+                     help="devices per fit, for every task: above 1 a data-parallel (DDP) fit over that many "
+                          "GPUs, or CPU processes without GPUs (default: each task config's own, 1)")  # fmt: skip
     run.add_argument("--dry-run", action="store_true", help="print the matrix with each cell's status, run nothing")
     run.add_argument("--retry-failed", action="store_true",
                      help="try again cells given up after failing 3 times (default: left failed)")  # fmt: skip
@@ -170,6 +187,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         seeds=_parse_seeds(args.seeds),
         max_epochs=args.epochs,
         max_steps=args.max_steps,
+        devices=args.devices,
     )
     options = RunOptions(
         results=args.results,
@@ -179,6 +197,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         jobs=args.jobs if args.jobs is not None else _default_jobs(),
         dry_run=args.dry_run,
         retry_failed=args.retry_failed,
+        ray=args.ray,
     )
     return run(suite, options)
 
@@ -227,6 +246,12 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 
     names = None if args.variants == "all" else [n for n in args.variants.split(",") if n.strip()]
     return cache_table(names, args.heads, args.head_dim, args.layers, args.tokens)
+
+
+def _cmd_check_variant(args: argparse.Namespace) -> int:
+    from bench.report import check_variant_report
+
+    return check_variant_report(args.variant)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -100,7 +100,8 @@ class Timings:
         return sum(b - a for a, b in self.evals)
 
 
-def _examples(batch: Any) -> int:
+def examples_in(batch: Any) -> int:
+    """The examples of a batch: the length of its first tensor (batches are sequences or dicts of tensors)."""
     first = batch[0] if isinstance(batch, list | tuple) else next(iter(batch.values()))
     return len(first)
 
@@ -117,6 +118,8 @@ class FitLoop:
         hooks: Iterable[FitHooks] = (),
     ) -> None:
         self.module, self.datamodule, self.device = module.to(device), datamodule, device
+        #: a batch's loss to back-propagate; a data-parallel loop (`bench.ddp`) puts its own here
+        self.train_batch: Callable[[Any], torch.Tensor] = self.module.train_batch
         self.logger, self.hooks = logger, list(hooks)
         self.timings = Timings()
         self.step = 0  # optimiser steps taken
@@ -167,7 +170,7 @@ class FitLoop:
                     break
             if val_loader is not None and taken == plan.batches:
                 self._validate(val_loader, plan.eval_batches)
-            self._log("train", self.module.epoch_metrics("train"), self.step - 1)
+            self._log("train", self._epoch_metrics("train"), self.step - 1)
             self.epoch += 1
             if self.logger:
                 self.logger.save()
@@ -181,7 +184,7 @@ class FitLoop:
 
         start = time.perf_counter()
         self.timings.first = start if self.timings.first is None else self.timings.first
-        loss = self.module.train_batch(batch)
+        loss = self.train_batch(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.module.optim.grad_clip:
@@ -195,7 +198,7 @@ class FitLoop:
         if not math.isfinite(value):
             raise Diverged(self.step, value)
         now = time.perf_counter()
-        self.timings.examples += _examples(batch)
+        self.timings.examples += examples_in(batch)
         self.timings.batch_seconds += now - start
         self.timings.steps, self.timings.last = self.timings.steps + 1, now
         for hook in self.hooks:
@@ -217,6 +220,10 @@ class FitLoop:
         with self._scoring():
             for batch in self._batches(loader, limit):
                 self.module.eval_batch(stage, batch)
+        return self._epoch_metrics(stage)
+
+    def _epoch_metrics(self, stage: str) -> dict[str, float]:
+        """The stage's epoch means (a data-parallel loop first adds up every process's sums)."""
         return self.module.epoch_metrics(stage)
 
     def _validate(self, loader: Iterable[Any], limit: int | None) -> None:

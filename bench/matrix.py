@@ -45,7 +45,7 @@ def cell_id(task: Task, variant: VariantSpec, config: TaskConfig) -> str:
         "schema": SCHEMA_VERSION,
         "task": [task.id, task.version],
         "variant": [variant.id, variant.version, variant.describe()],
-        "config": [type(config).__name__, config.as_dict()],
+        "config": [type(config).__name__, config.identity()],
         "search_space": search_space(task),
         "tuning": [default_params(task), SAMPLER_VERSION, TUNING_SEED],
     }
@@ -60,6 +60,8 @@ def task_config(task: Task, suite: Suite) -> TaskConfig:
         changes["max_epochs"] = suite.max_epochs
     if suite.max_steps is not None:
         changes["max_steps"] = suite.max_steps
+    if suite.devices is not None:
+        changes["devices"] = suite.devices
     return dataclasses.replace(config, **changes) if changes else config
 
 

@@ -9,7 +9,6 @@ store (JSON per cell, source of truth) + MLflow (observer) -> paired comparison 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,8 @@ from rich.markup import escape
 from bench import matrix, report_run
 from bench.cells import RunContext, run_cell
 from bench.data import prepare_tasks
+from bench.executors import run_cells
+from bench.options import RunOptions, storage_url
 from bench.progress import RunProgress
 from bench.registry import tasks as task_registry
 from bench.registry import variants as variant_registry
@@ -25,23 +26,7 @@ from bench.report import make_console
 from bench.store import ResultStore
 from bench.suites import Suite
 
-#: dispatch order of the task families under --jobs: the longest fits first, so no worker idles at the end
-FAMILY_COST_RANK = {"vision": 0, "anomaly": 1, "lm": 2, "synthetic": 3}
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    results: Path
-    data_dir: Path
-    storage: str | None = None  # Optuna RDB URL; default: SQLite under the results folder
-    tracking_uri: str | None = None  # MLflow; default: SQLite under the results folder; "none" disables
-    jobs: int = 1
-    dry_run: bool = False
-    retry_failed: bool = False  # try again cells that failed `MAX_ATTEMPTS` times
-
-
-def storage_url(options: RunOptions) -> str:
-    return options.storage or f"sqlite:///{(options.results / 'optuna.db').resolve()}"
+__all__ = ["RunOptions", "build_leaderboard", "plan", "run", "storage_url"]
 
 
 def plan(suite: Suite, options: RunOptions) -> list[matrix.Cell]:
@@ -88,15 +73,8 @@ def run(suite: Suite, options: RunOptions) -> int:
     for cell in [c for c in todo if c.na_reason]:  # recorded here: nothing to compute
         run_cell(cell, recorder)
     todo = [c for c in todo if not c.na_reason]
-    if options.jobs > 1 and len(todo) > 1:
-        _run_parallel(todo, suite, options, console)
-    elif todo:
-        ctx = _context(options, store, console, len(todo))
-        with ctx.progress:
-            for cell in todo:
-                ctx.progress.start_cell(cell.label, suite.trials + len(suite.seeds))
-                run_cell(cell, ctx)
-                ctx.progress.end_cell()
+    if todo:
+        run_cells(todo, suite, options, console)
     timings["cells_seconds"] = time.perf_counter() - started - timings["data_seconds"]
     results = report_run.compare_with_baseline(store, cells, suite.baseline)
     report_run.summary_table(console, cells, results, timings)
@@ -149,106 +127,6 @@ def _baselines(todo: list[matrix.Cell], store: ResultStore, data_dir: Path, cons
     for task_id, entry in baselines.ensure(todo, store, data_dir).items():
         if "error" in entry:
             console.print(f"[yellow]baseline of {task_id}: {entry['error']}; its cells run ungated[/]")
-
-
-def _context(options: RunOptions, store: ResultStore, console: Any, n_cells: int) -> RunContext:
-    from bench.tracking import Tracker, default_tracking_uri
-
-    tracker = None
-    if options.tracking_uri != "none":
-        uri = options.tracking_uri or default_tracking_uri(options.results)
-        try:
-            local = not uri.startswith(("http://", "https://"))  # a server keeps its runs' artifacts itself
-            tracker = Tracker(uri, artifact_root=options.results / "mlartifacts" if local else None)
-        except Exception as exc:  # MLflow observes: without it the run goes on, and says so
-            from bench.tracking import redact
-
-            console.print(f"[yellow]MLflow unavailable ({type(exc).__name__}: {redact(str(exc))[:200]}); "
-                          "running without tracking[/]")  # fmt: skip
-    return RunContext(store, storage_url(options), tracker, options.data_dir, RunProgress(console, n_cells))
-
-
-def _run_parallel(todo: list[matrix.Cell], suite: Suite, options: RunOptions, console: Any) -> None:
-    """Cells in `jobs` worker processes, torch threads split between them; progress per cell."""
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-
-    threads = max(1, (os.cpu_count() or 1) // options.jobs)
-    store = ResultStore(options.results)
-    _context(options, store, console, 0)  # create the MLflow store once, not racing
-    context = multiprocessing.get_context("spawn")
-    pending = sorted(todo, key=lambda c: FAMILY_COST_RANK.get(c.task.family, 0))  # long cells first: no idle tail
-
-    def pool_round(cells: list[matrix.Cell], workers: int, progress: RunProgress) -> list[matrix.Cell]:
-        """Run `cells`; return those cut short because a worker process died (the pool breaks for all)."""
-        cut: list[matrix.Cell] = []
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures = {pool.submit(_run_one, suite, options, c.task.id, c.variant.id, threads): c for c in cells}
-            for future in as_completed(futures):
-                cell = futures[future]
-                try:
-                    status = future.result()
-                except BrokenProcessPool:
-                    cut.append(cell)
-                    continue
-                progress.log(f"{cell.label}: {status}")
-                progress.end_cell()
-        return cut
-
-    with RunProgress(console, len(pending)) as progress:
-        for _ in range(len(pending) + 1):  # each round finishes a cell or fails one, or no worker can start
-            if not pending:
-                break
-            cut = pool_round(pending, options.jobs, progress)
-            # a worker died (OOM killer, kill -9): the cells it and its siblings were running left a claim
-            # behind; each of those runs again alone, so a cell that kills its worker fails by itself
-            started = [c for c in cut if store.claim_left(c.id)]
-            for cell in started:
-                if pool_round([cell], 1, progress):
-                    progress.log(f"{cell.label}: {_record_lost(store, cell)}")
-                    progress.end_cell()
-            if cut:
-                progress.log(
-                    f"[yellow]a worker process died: {len(started)} cell(s) it cut short ran again alone, "
-                    f"{len(cut) - len(started)} waiting cell(s) went to new workers[/]"
-                )
-            pending = [c for c in cut if c not in started]
-            if pending and len(pending) == len(cut) and not started:  # workers die before any cell starts
-                for cell in pending:
-                    progress.log(f"{cell.label}: {_record_lost(store, cell)}")
-                break
-
-
-def _record_lost(store: ResultStore, cell: matrix.Cell) -> str:
-    from bench.cells import base_record
-
-    reason = (
-        "its worker process died while running it, also when run alone (killed by the system, e.g. out of "
-        "memory, or by a signal); finished seeds are kept in partial/ and a later run resumes from them"
-    )
-    store.write_cell({**base_record(cell), "status": "failed", "reason": reason})
-    return "failed (its worker died)"
-
-
-def _run_one(suite: Suite, options: RunOptions, task_id: str, variant_id: str, threads: int) -> str:
-    """Worker process: rebuild the one cell from the registries and run it without live display."""
-    import io
-
-    import torch
-    from rich.console import Console
-
-    torch.set_num_threads(threads)
-    task = task_registry().get(task_id)
-    # the task's whole row, so a variant that coincides with another keeps its n/a reason
-    row = matrix.expand(suite, [task], matrix.resolve_variants(suite, variant_registry()))
-    (cell,) = [c for c in row if c.variant.id == variant_id]
-    store = ResultStore(options.results)
-    ctx = _context(options, store, Console(file=io.StringIO()), 1)
-    record = run_cell(cell, ctx)
-    kept = "; the earlier ok result is kept (the attempt is in attempts/)" if record.get("kept_ok_result") else ""
-    return f"{record['status']}{kept}"
 
 
 def _record_data_failure(store: ResultStore, cell: matrix.Cell, error: str) -> None:

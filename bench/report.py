@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -13,6 +13,7 @@ from bench.costs import measure_decoding, parse_dtype, reduction_vs
 from bench.registry import BUILTIN_DISTRIBUTION, Registry, variants
 
 if TYPE_CHECKING:
+    from bench_tasks.backbones.gpt import GPTConfig
     from bench_variants.base import AttentionConfig, VariantSpec
 
 
@@ -30,8 +31,10 @@ def _config(heads: int, head_dim: int) -> AttentionConfig:
     return AttentionConfig(heads * head_dim, heads)
 
 
-def _report_failures(registry: Registry, console: Console) -> None:
-    for failure in registry.failures.values():
+def _report_failures(registry: Registry, console: Console, shown: frozenset[str] = frozenset()) -> None:
+    for name, failure in registry.failures.items():
+        if name in shown:  # already a row of the table
+            continue
         console.print(f"[yellow]skipped:[/] {escape(str(failure))}")
 
 
@@ -39,90 +42,152 @@ def _neg_bytes(spec: VariantSpec, config: AttentionConfig) -> int:
     return 0 if spec.check(config) else -spec.bytes_per_token_per_layer(config)
 
 
+def _cache_row(spec: VariantSpec, config: AttentionConfig, baseline: VariantSpec, dtype: Any, layers: int) -> list[str]:
+    """The cost columns of one variant at `config` (n/a when it cannot run it)."""
+    if spec.check(config):
+        return ["n/a", "n/a", "n/a", "n/a"]
+    layout = spec.cache_layout(config)
+    per_layer = layout.bytes_per_token_per_layer(dtype)
+    return [
+        str(layout.kv_heads),
+        f"{per_layer:,}",
+        f"{per_layer * layers / 1024:g}",
+        f"{reduction_vs(spec, baseline, config) * 100:g}%",
+    ]
+
+
+def _broken(name: str, exc: Exception) -> str:
+    return f"[red]broken:[/] variant {escape(name)}: {escape(f'{type(exc).__name__}: {exc}')}"
+
+
 def variants_table(heads: int, head_dim: int, layers: int, dtype_name: str) -> int:
-    """Print every registered variant with its cache cost at a reference config."""
+    """Print every registered variant with its cache cost at a reference config.
+
+    A variant that raises while describing itself is named below the table with its error, and the
+    exit status is 1; the others are listed all the same.
+    """
     dtype = parse_dtype(dtype_name)
     config = _config(heads, head_dim)
     registry = variants()
     baseline = registry.get("qkv")
-    # the baseline first, then by cache size, largest first
-    specs = dict(
-        sorted(
-            registry.all().items(),
-            key=lambda kv: (kv[1] is not baseline, kv[1].check(config) is not None, _neg_bytes(kv[1], config), kv[0]),
-        )
-    )
+    rows: dict[str, tuple[tuple[Any, ...], list[str]]] = {}
+    broken: list[str] = []
+    for name, spec in registry.all().items():
+        try:
+            origin = registry.origin(name)
+            origin = "built-in" if origin == BUILTIN_DISTRIBUTION else origin
+            row = [name, spec.display_name, spec.describe().get("tie", "-")]
+            row += [*_cache_row(spec, config, baseline, dtype, layers), spec.version, origin]
+            # the baseline first, then by cache size, largest first
+            key = (spec is not baseline, spec.check(config) is not None, _neg_bytes(spec, config), name)
+        except Exception as exc:  # one broken plugin is named; the others are still listed
+            broken.append(_broken(name, exc))
+            continue
+        rows[name] = (key, row)
     table = Table(
         title=f"Attention variants (H={heads}, d_head={head_dim}, {layers} layers, {dtype_name} cache)",
         caption="reduction: cache saved against QKV at this config; n/a: the variant cannot run it",
     )
     for col in ("id", "name", "tie", "KV heads", "B/token/layer", "KiB/token", "reduction", "version", "origin"):
         table.add_column(col, justify="right" if col in ("B/token/layer", "KiB/token", "reduction") else "left")
-    for name, spec in specs.items():
-        info = spec.describe()
-        origin = registry.origin(name)
-        origin = "built-in" if origin == BUILTIN_DISTRIBUTION else origin
-        row = [name, spec.display_name, info.get("tie", "-")]
-        reason = spec.check(config)
-        if reason:
-            row += ["n/a", "n/a", "n/a", "n/a"]
-        else:
-            layout = spec.cache_layout(config)
-            per_layer = layout.bytes_per_token_per_layer(dtype)
-            row += [
-                str(layout.kv_heads),
-                f"{per_layer:,}",
-                f"{per_layer * layers / 1024:g}",
-                f"{reduction_vs(spec, baseline, config) * 100:g}%",
-            ]
-        table.add_row(*(escape(str(c)) for c in [*row, spec.version, origin]))
+    for _, row in sorted(rows.values(), key=lambda kr: kr[0]):
+        table.add_row(*(escape(str(c)) for c in row))
     console = make_console()
     console.print(table)
+    for line in broken:
+        console.print(line)
     _report_failures(registry, console)
-    return 0
+    return 1 if broken else 0
+
+
+def _resolve_each(registry: Registry, names: list[str] | None) -> list[tuple[str, Any]]:
+    """(name, spec) of each variant asked for, or (name, the ImportError) of a plugin that fails to load.
+
+    An unknown name is still an error (a typo, with did-you-mean): nothing is measured.
+    """
+    out: list[tuple[str, Any]] = []
+    for name in names or registry.names():
+        try:
+            spec = registry.get(name)
+        except ImportError as exc:
+            out.append((name, exc))
+            continue
+        if all(spec is not s for _, s in out):
+            out.append((name, spec))
+    return out
+
+
+def _decode_row(spec: VariantSpec, config: GPTConfig, tokens: int) -> tuple[list[str], bool]:
+    """The table row of one variant and whether it passed (n/a counts as passed)."""
+    reason = spec.check(config.block.attention)
+    if reason or not spec.supports.decoding:
+        why = reason or "no incremental decoding (declared)"
+        return [escape(spec.id), escape(spec.display_name), "n/a", "n/a", "-", escape(why)], True
+    result = measure_decoding(spec, config, tokens)
+    ok = result.bytes_match and result.max_abs_diff <= 1e-5
+    cells = [f"{result.bytes_held:,}", f"{result.bytes_derived:,}", "yes" if ok else "[red]NO[/]"]
+    return [escape(spec.id), escape(spec.display_name), *cells, f"{result.max_abs_diff:.2e}"], ok
 
 
 def cache_table(names: list[str] | None, heads: int, head_dim: int, layers: int, tokens: int) -> int:
-    """Decode through a real cache for each variant; compare bytes held with the derived formula."""
+    """Decode through a real cache for each variant; compare bytes held with the derived formula.
+
+    A variant that fails to load or raises is a row of its own, named with its error; the others are
+    measured all the same, and the exit status is 1.
+    """
     from bench_tasks.backbones.gpt import GPTConfig
 
     if tokens <= 0 or layers <= 0:
         raise ValueError(f"--tokens and --layers must be positive, got {tokens} and {layers}")
     config = GPTConfig(vocab_size=256, context=tokens, n_layers=layers, d_model=heads * head_dim, n_heads=heads)
     registry = variants()
-    specs = registry.resolve(names) if names else list(registry.all().values())
     table = Table(title=f"Measured KV cache, fp32, {tokens} tokens, H={heads}, d_head={head_dim}, {layers} layers")
     for col in ("id", "name", "bytes held", "bytes derived", "match", "max |logit diff| vs full pass"):
         table.add_column(col, justify="left" if col in ("id", "name") else "right")
     failed = 0
     console = make_console()
+    selected = _resolve_each(registry, names)
     with console.status("decoding") as status:
-        for spec in specs:
-            status.update(f"decoding {spec.id}")
-            reason = spec.check(config.block.attention)
-            if reason or not spec.supports.decoding:
-                why = reason or "no incremental decoding (declared)"
-                table.add_row(escape(spec.id), escape(spec.display_name), "n/a", "n/a", "-", escape(why))
-                continue
+        for name, spec in selected:
+            status.update(f"decoding {name}")
             try:
-                result = measure_decoding(spec, config, tokens)
+                if isinstance(spec, Exception):
+                    raise spec
+                row, ok = _decode_row(spec, config, tokens)
             except Exception as exc:  # one broken plugin is reported by name; the others are still measured
                 failed += 1
                 why = escape(f"{type(exc).__name__}: {exc}")
-                table.add_row(escape(spec.id), escape(spec.display_name), "-", "-", "[red]NO[/]", why)
+                table.add_row(
+                    escape(name), escape(str(getattr(spec, "display_name", "?"))), "-", "-", "[red]NO[/]", why
+                )
                 continue
-            ok = result.bytes_match and result.max_abs_diff <= 1e-5
             failed += not ok
-            table.add_row(
-                escape(spec.id),
-                escape(spec.display_name),
-                f"{result.bytes_held:,}",
-                f"{result.bytes_derived:,}",
-                "yes" if ok else "[red]NO[/]",
-                f"{result.max_abs_diff:.2e}",
-            )
+            table.add_row(*row)
     console.print(table)
-    _report_failures(registry, console)
+    _report_failures(registry, console, frozenset(name for name, _ in selected))
+    return 1 if failed else 0
+
+
+def check_variant_report(target: str) -> int:
+    """Run the conformance checks against one variant (registry name or `module:object`); 1 if any failed."""
+    from bench.conformance import FAIL, PASS, SKIP, load_target, run_checks
+
+    spec = load_target(target)
+    console = make_console()
+    with console.status(f"checking {spec.id}"):
+        results = run_checks(spec)
+    style = {PASS: "[green]pass[/]", FAIL: "[bold red]FAIL[/]", SKIP: "[yellow]skipped[/]"}
+    table = Table(title=f"Conformance of variant {escape(spec.id)} ({escape(spec.display_name)}, {escape(target)})")
+    for col in ("check", "result", "detail"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(escape(r.check), style.get(r.status, "[dim]info[/]"), escape(r.detail))
+    console.print(table)
+    failed = [r.check for r in results if r.status == FAIL]
+    if failed:
+        console.print(f"[bold red]{len(failed)} check(s) failed:[/] {escape(', '.join(failed))}")
+    else:
+        console.print("[green]all applicable checks passed[/]")
     return 1 if failed else 0
 
 

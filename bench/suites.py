@@ -26,6 +26,8 @@ class Suite:
         max_epochs: Overrides every task config's epochs when set.
         max_steps: Overrides every task config's step budget when set.
         baseline: The variant every other is compared with.
+        devices: Devices per fit for every task when set (DDP above 1: GPUs, or CPU processes); how a
+            fit runs, not what it computes, so it is not part of a cell's id.
     """
 
     name: str
@@ -37,6 +39,7 @@ class Suite:
     max_epochs: int | None = None
     max_steps: int | None = None
     baseline: str = "qkv"
+    devices: int | None = None
 
     def override(self, **changes: object) -> Suite:
         """A copy with the fields given (those set to None are left alone)."""

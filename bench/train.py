@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,9 +15,11 @@ from bench.loop import FitHooks, FitLoop
 from bench.memory import PeakMemory
 
 if TYPE_CHECKING:
+    import lightning as L
     from torch import nn
 
-    from bench_tasks.base import OptimConfig, Task, TaskConfig
+    from bench_tasks.base import DataSource, OptimConfig, Task, TaskConfig
+    from bench_tasks.module import TaskModule
     from bench_variants.base import VariantSpec
 
 
@@ -113,6 +115,45 @@ def skip_absent_gpu_probe() -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
+def build(
+    task: Task,
+    variant: VariantSpec,
+    config: TaskConfig,
+    optim: OptimConfig,
+    seed: int,
+    data_dir: Path,
+    init_reference: VariantSpec | None = None,
+) -> tuple[TaskModule, L.LightningDataModule, DataSource]:
+    """The seeded model and data of one fit, and the data source it reads.
+
+    Every process of a data-parallel fit (`bench.ddp`) calls this with the same arguments, so all
+    start from the same values and draw the same batches in the same order.
+    """
+    import lightning as L
+    import torch
+
+    from bench_tasks.base import DataSource
+
+    L.seed_everything(seed, workers=True, verbose=False)
+    threads = env_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    source = task.prepare(data_dir)
+    datamodule = task.datamodule(data_dir, config, seed)
+    chosen = getattr(datamodule, "source", None)  # a config may pick among a task's sources
+    if isinstance(chosen, DataSource):
+        source = chosen
+    torch.manual_seed(seed)  # the model's initial values follow the seed alone
+    module = task.build_model(variant, config, optim)
+    if init_reference is not None and init_reference.id != variant.id:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the reference's values under this seed, as its own fit would draw them
+            reference = task.build_model(init_reference, config, optim)
+        share_initial_values(module.net, reference.net)
+        del reference
+    return module, datamodule, source
+
+
 def fit(
     task: Task,
     variant: VariantSpec,
@@ -132,35 +173,29 @@ def fit(
     With `init_reference` (the suite's baseline variant), the initial values `variant` shares with
     it by name and shape are the reference's under `seed` (see `share_initial_values`).
     `fast_dev_run` takes one batch of each stage and logs nothing: a check of the whole path.
+    With `config.devices` above 1 the fit runs data-parallel (`bench.ddp`), this process as rank 0.
     """
-    import lightning as L
     import torch
 
-    from bench_tasks.base import DataSource
-
     skip_absent_gpu_probe()
-    L.seed_everything(seed, workers=True, verbose=False)
-    threads = env_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    source = task.prepare(data_dir)
-    datamodule = task.datamodule(data_dir, config, seed)
-    chosen = getattr(datamodule, "source", None)  # a config may pick among a task's sources
-    if isinstance(chosen, DataSource):
-        source = chosen
-    torch.manual_seed(seed)  # the model's initial values follow the seed alone
-    module = task.build_model(variant, config, optim)
-    if init_reference is not None and init_reference.id != variant.id:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # the reference's values under this seed, as its own fit would draw them
-            reference = task.build_model(init_reference, config, optim)
-        share_initial_values(module.net, reference.net)
-        del reference
+    module, datamodule, source = build(task, variant, config, optim, seed, data_dir, init_reference)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    loop = FitLoop(module, datamodule, device, logger=None if fast_dev_run else logger or None, hooks=hooks or ())
+    logger = None if fast_dev_run else logger or None
+    loops: AbstractContextManager[FitLoop]
+    if config.devices > 1:
+        from bench.ddp import FitSpec, rank_zero
+
+        spec = FitSpec.of(task, variant, config, optim, seed, data_dir, test, fast_dev_run, init_reference)
+        loops = rank_zero(spec, build, module, datamodule, logger, hooks or ())
+    else:
+        loops = nullcontext(FitLoop(module, datamodule, device, logger=logger, hooks=hooks or ()))
     limit = task.fit_time_limit(config)
     status = "failed"
-    with PeakMemory(device.type, interval_s=0.01) as memory, time_limit(limit, f"a fit of {task.id} x {variant.id}"):
+    with (
+        PeakMemory(device.type, interval_s=0.01) as memory,
+        time_limit(limit, f"a fit of {task.id} x {variant.id}"),
+        loops as loop,
+    ):
         try:
             start = time.perf_counter()
             val = loop.fit(config, validate=not test, fast_dev_run=fast_dev_run)

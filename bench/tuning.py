@@ -4,9 +4,10 @@ variant of a task (so each variant gets the same budget). Tuning sees only the v
 Storage: SQLite (the default, one machine) or a server database (PostgreSQL, MySQL) that many
 processes and machines share. On a server database each process keeps a one-connection pool, and a
 running trial sends heartbeats (Optuna records them only inside `study.optimize`; we ask and tell, so
-we send them ourselves): a trial silent for `GRACE_S` was cut short, and is failed and queued again
-with its parameters, while a live trial of another process is left alone. On SQLite the cell's claim
-(`ResultStore.claim`) rules out a live trial elsewhere, so any trial left running is cut short.
+we send them ourselves): a trial silent for the grace period (`heartbeat_seconds`) was cut short, and
+is failed and queued again with its parameters, while a live trial of another process is left alone.
+On SQLite the cell's claim (`ResultStore.claim`) rules out a live trial elsewhere, so any trial left
+running is cut short.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,8 +42,32 @@ SAMPLER_VERSION = "tpe-task-seeded-2"  # 2: reseeded per finished trial (resume-
 TUNING_SEED = 1_000_000
 #: the first trial of every study: settings that train every built-in task reasonably
 DEFAULT_PARAMS: dict[str, float] = {"lr": 3e-3, "weight_decay": 1e-4, "warmup_frac": 0.05}
+
+
 #: seconds between a running trial's heartbeats on a server database, and how long one may stay silent
+#: before it counts as cut short (`heartbeat_seconds`: $BENCH_HEARTBEAT_S, $BENCH_GRACE_S override them)
 HEARTBEAT_S, GRACE_S = 20, 120
+
+
+def _seconds(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"${name} {value!r}: give a positive whole number of seconds (default {default}), or unset it")
+    return int(value)
+
+
+def heartbeat_seconds() -> tuple[int, int]:
+    """The heartbeat interval and grace period: shorter on a cluster that loses nodes often, so a trial
+    cut short there is run again sooner (the grace must stay well above the interval)."""
+    interval, grace = _seconds("BENCH_HEARTBEAT_S", HEARTBEAT_S), _seconds("BENCH_GRACE_S", GRACE_S)
+    if grace <= interval:
+        raise ValueError(f"$BENCH_GRACE_S ({grace}) must exceed $BENCH_HEARTBEAT_S ({interval}): a live trial "
+                         "would be taken for a silent one; e.g. BENCH_HEARTBEAT_S=5 BENCH_GRACE_S=30")  # fmt: skip
+    return interval, grace
+
+
 #: per process: one connection kept, two more for a moment (the heartbeat thread; Optuna nests a
 #: session in places), each checked before use (servers drop idle ones): thirty workers stay within
 #: PostgreSQL's default of 100 connections
@@ -144,13 +170,14 @@ def optuna_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite"):
         return get_storage(url)
     pool = {**POOL, "connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else POOL
+    interval, grace = heartbeat_seconds()
     with _heartbeats_quietly():
         return get_storage(
             RDBStorage(
                 url,
                 engine_kwargs=pool,
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
+                heartbeat_interval=interval,
+                grace_period=grace,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
             )
         )
@@ -169,18 +196,19 @@ def _heartbeat_storage(study: optuna.Study) -> _Heartbeats | None:
 
 @contextmanager
 def heartbeats(trial: optuna.Trial) -> Iterator[None]:
-    """While the block runs, record `trial`'s heartbeat every `HEARTBEAT_S` (when its storage keeps them)."""
+    """While the block runs, record `trial`'s heartbeat every interval (when its storage keeps them)."""
     storage = _heartbeat_storage(trial.study)
     if storage is None:
         yield
         return
     trial_id, stop = trial._trial_id, threading.Event()  # the id Optuna's own optimize loop beats for
+    interval = heartbeat_seconds()[0]
 
     def beat() -> None:
         while True:
             with contextlib.suppress(Exception):  # a lost connection: the next beat retries
                 storage.record_heartbeat(trial_id)
-            if stop.wait(HEARTBEAT_S):
+            if stop.wait(interval):
                 return
 
     thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
@@ -238,7 +266,7 @@ def tune(
 
     while (finished := finished_trials(study)) < n_trials:
         if finished + _running_trials(study) >= n_trials:  # the rest of the budget runs elsewhere: wait
-            time.sleep(HEARTBEAT_S)  # for it to finish, or to go silent and be queued again for us
+            time.sleep(heartbeat_seconds()[0])  # for it to finish, or to go silent and be queued again for us
             continue
         reseed(study, finished)
         with _heartbeats_quietly():

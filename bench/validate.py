@@ -10,7 +10,7 @@ from bench.suites import Suite
 from bench.tuning import TUNING_SEED
 
 if TYPE_CHECKING:
-    from bench.pipeline import RunOptions
+    from bench.options import RunOptions
 
 
 def check_run_inputs(suite: Suite, options: RunOptions, storage: str) -> None:
@@ -27,11 +27,13 @@ def check_run_inputs(suite: Suite, options: RunOptions, storage: str) -> None:
             f"--seeds {bad}: test seeds must lie in 0..{TUNING_SEED - 1} "
             f"(seed {TUNING_SEED} and above are the tuning fits'); e.g. --seeds 0,1,2,3,4"
         )
-    for name, value in (("--epochs", suite.max_epochs), ("--max-steps", suite.max_steps)):
+    for name, value in (("--epochs", suite.max_epochs), ("--max-steps", suite.max_steps), ("--devices", suite.devices)):
         if value is not None and value <= 0:
             raise ValueError(f"{name} must be positive, got {value}")
     if options.jobs < 1:
         raise ValueError(f"--jobs must be 1 or more, got {options.jobs}")
+    if options.ray is not None:
+        _check_ray(options.ray)
     if not suite.tasks:
         raise ValueError("no tasks selected; pass --tasks, e.g. --tasks reverse,mnist")
     _check_writable(options.results, "--results")
@@ -39,9 +41,25 @@ def check_run_inputs(suite: Suite, options: RunOptions, storage: str) -> None:
     from bench.train import env_threads
 
     env_threads()  # a bad $BENCH_THREADS fails here, not in every fit
+    from bench.tuning import heartbeat_seconds
+
+    heartbeat_seconds()  # and bad heartbeat settings before the first trial
     check_storage(storage)
     if options.tracking_uri and options.tracking_uri != "none":
         check_tracking_uri(options.tracking_uri)
+
+
+def _check_ray(address: str) -> None:
+    """--ray names a cluster (auto, local or HOST:PORT, optionally ray://) and Ray is installed."""
+    import importlib.util
+    import re
+
+    if address not in ("auto", "local") and not re.fullmatch(r"(ray://)?[A-Za-z0-9.\-\[\]:]+:\d+", address):
+        raise ValueError(f"--ray {address!r}: give auto, local, or the head node's HOST:PORT (e.g. 10.0.0.1:6379)")
+    if importlib.util.find_spec("ray") is None:
+        from bench.options import RAY_MISSING
+
+        raise ValueError(RAY_MISSING)
 
 
 def check_data_dir(folder: Path) -> None:

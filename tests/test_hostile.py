@@ -279,7 +279,7 @@ def _cache_lies() -> Any:
 
     def layout(self: Any, config: Any) -> CacheLayout:
         declared = real(self, config)
-        return dataclasses.replace(declared, tensors_per_token=declared.tensors_per_token + 1)
+        return dataclasses.replace(declared, tensors_per_head=3 - declared.tensors_per_head)
 
     return type("CacheLiar", (type(spec),), {"cache_layout": layout})(
         **{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
@@ -311,6 +311,8 @@ HOSTILE: list[Hostile] = [
     Hostile("cli", "--jobs 0", [*RUN, "--jobs", "0"], "--jobs must be 1 or more"),
     Hostile("cli", "--jobs x", [*RUN, "--jobs", "x"], "argument --jobs: invalid int value: 'x'"),
     Hostile("cli", "--epochs 0", [*RUN, "--epochs", "0"], "--epochs must be positive"),
+    Hostile("cli", "--devices 0", [*RUN, "--devices", "0"], "--devices must be positive"),
+    Hostile("cli", "--ray a host without port", [*RUN, "--ray", "headnode"], "give auto, local, or the head node's"),
     Hostile("cli", "--max-steps -5", [*RUN, "--max-steps", "-5"], "--max-steps must be positive"),
     Hostile("cli", "--suite nope", [*RUN, "--suite", "nope"], "Unknown suite 'nope'"),
     Hostile("cli", "--tasks nosuch", [*RUN, "--tasks", "nosuch"], "bench list tasks"),
@@ -338,6 +340,10 @@ HOSTILE: list[Hostile] = [
     # environment variables
     Hostile("env", "BENCH_THREADS=abc", [*RUN, *ONE_CELL[:4]], "$BENCH_THREADS 'abc': give a positive whole number",
             arrange=_env("BENCH_THREADS", "abc")),
+    Hostile("env", "BENCH_GRACE_S=soon", [*RUN], "$BENCH_GRACE_S 'soon': give a positive whole number of seconds",
+            arrange=_env("BENCH_GRACE_S", "soon")),
+    Hostile("env", "BENCH_GRACE_S below the heartbeat", [*RUN], "$BENCH_GRACE_S (1) must exceed $BENCH_HEARTBEAT_S",
+            arrange=_env("BENCH_GRACE_S", "1")),
     Hostile("env", "BENCH_THREADS=1.5", [*RUN], "$BENCH_THREADS '1.5': give a positive whole number",
             arrange=_env("BENCH_THREADS", "1.5")),
     Hostile("env", "BENCH_THREADS=0 for perf", ["perf", "--quick", "--only", "attention", "--out", "{tmp}/perf"],

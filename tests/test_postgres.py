@@ -6,12 +6,8 @@ to run as root, so as root it runs as the `postgres` user in a temporary folder 
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -20,43 +16,14 @@ from pathlib import Path
 import pytest
 
 from bench import tuning
-
-SERVER_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.servers import postgres_server
 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[str]:
     """The URL of a fresh database on a server that lives as long as this module's tests."""
-    if not SERVER_BINS:
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    bin_dir = SERVER_BINS[-1].parent
-    as_server = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
-    root = Path(tempfile.mkdtemp(prefix="bench-pg-"))
-    os.chmod(root, 0o755)
-    if as_server:
-        shutil.chown(root, "postgres", "postgres")
-    data, port = root / "data", _free_port()
-
-    def server(*args: str) -> None:
-        subprocess.run([*as_server, *args], check=True, timeout=90, capture_output=True)
-
-    try:
-        server(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "bench", "--no-sync")
-        options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off"
-        server(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-o", options, "-w", "start")
-        try:
-            server(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "bench", "bench")
-            yield f"postgresql://bench@127.0.0.1:{port}/bench"
-        finally:
-            server(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with postgres_server() as server:
+        yield server.url()
 
 
 @pytest.fixture

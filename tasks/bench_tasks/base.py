@@ -116,6 +116,18 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What one fit asks of a machine; a cluster scheduler (Ray) places a cell's task by it."""
+
+    cpus: int = 1
+    gpus: int = 0
+
+
+#: TaskConfig fields that say how a fit runs, not what it computes: left out of the cell id
+HOW_IT_RUNS = ("devices", "accelerator")
+
+
+@dataclass(frozen=True)
 class TaskConfig:
     """Model size and budget of a task at one scale; tasks subclass it to add their own fields.
 
@@ -130,6 +142,11 @@ class TaskConfig:
     max_epochs: int = 1
     max_steps: int = -1  # -1: bounded by epochs only
     limit_train_batches: int | float = 1.0
+    #: devices one fit runs on: above 1, data-parallel (DDP) over that many GPUs, or CPU processes without
+    #: GPUs, with the same global batch; how the fit runs, not what it computes (not in the cell id)
+    devices: int = 1
+    #: "gpu": each device is a GPU, so a cluster places the fit on a node that has them; "cpu" asks for none
+    accelerator: str = "cpu"
 
     @property
     def attention(self) -> AttentionConfig:
@@ -137,6 +154,10 @@ class TaskConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """`as_dict` without the fields that only say how a fit runs: what a cell id hashes."""
+        return {k: v for k, v in self.as_dict().items() if k not in HOW_IT_RUNS}
 
 
 class Task(abc.ABC):
@@ -195,6 +216,13 @@ class Task(abc.ABC):
         minutes); a task with slow fits raises it.
         """
         return 3600.0 * max(1, config.max_epochs)
+
+    def resources(self, config: TaskConfig) -> Resources:
+        """What one fit of `config` needs on one node: `devices` GPUs and a CPU to drive them when its
+        accelerator is "gpu", else a CPU per device (`devices` CPU processes)."""
+        if config.accelerator == "gpu":
+            return Resources(cpus=1, gpus=max(1, config.devices))
+        return Resources(cpus=max(1, config.devices))
 
     def learns(self, value: float, baseline: float) -> bool:
         """Whether a score `value` beats the trivial `baseline` by the task's declared margin."""

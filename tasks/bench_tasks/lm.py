@@ -185,6 +185,7 @@ _SCALES: dict[Scale, LMConfig] = {
         tokenizer="gpt2",
         vocab_multiple=64,
         limit_train_batches=4_238,  # 10B tokens / 2,359,296 tokens per step
+        accelerator="gpu",  # about 300M parameters: on a cluster, a node with a GPU
     ),
 }
 

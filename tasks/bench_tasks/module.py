@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -62,6 +63,17 @@ class TaskModule(nn.Module, abc.ABC):
         """Score one batch of `stage` ("val" or "test"), under no_grad and in eval mode."""
         _, sums = self.evaluate(batch)
         self._accumulate(stage, sums)
+
+    def reduce_sums(self, stage: str, all_reduce: Callable[[dict[str, list[float]]], dict[str, list[float]]]) -> None:
+        """Make `stage`'s sums and counts the totals over every process of a data-parallel fit.
+
+        Each process scored its own shard of the batches; `epoch_metrics` then means over all of their
+        examples, as one process would. `all_reduce` adds each metric's [sum, count] up across the
+        processes, so every process calls this at the same point, before `epoch_metrics`.
+        """
+        acc = self._sums[stage]
+        totals = all_reduce({name: list(slot) for name, slot in acc.items()})
+        acc.update({name: list(slot) for name, slot in totals.items()})
 
     def epoch_metrics(self, stage: str) -> dict[str, float]:
         """The stage's epoch means and what `finalize` derives from them, unprefixed; resets the stage."""
