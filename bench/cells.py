@@ -10,7 +10,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import baselines
 from bench.costs import measure_decoding
@@ -33,7 +33,21 @@ from bench.tuning import (
     tune,
 )
 
+if TYPE_CHECKING:
+    from bench_variants.base import AttentionConfig, VariantSpec
+
 MEASURE_LIMIT = 1 << 24  # context x width x layers beyond which decoding on the CPU is too slow to measure
+LONG_CONTEXTS = (8_192, 32_768)  # declared cache bytes at these contexts: where bounded and shared caches pay
+
+
+def cache_shape(variant: VariantSpec, attn: AttentionConfig) -> dict[str, Any]:
+    """The per-head K/V layout of a variant's cache, or the formula of any other cache."""
+    try:
+        layout = variant.cache_layout(attn)
+    except NotImplementedError:
+        declared = variant.cache_spec(attn)
+        return {"cache": declared.formula, "window": declared.window, "share_layers": declared.share_layers}
+    return {"kv_heads": layout.kv_heads, "head_dim": layout.head_dim, "tensors_per_head": layout.tensors_per_head}
 
 
 @dataclass
@@ -178,22 +192,19 @@ def cost_figures(cell: Cell, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     cfg, variant = cell.config, cell.variant
     context = cell.task.context_length(cfg)
     attn = cfg.attention
-    layout = variant.cache_layout(attn)
-    per_layer = layout.bytes_per_token_per_layer(torch.float16)
+    declared = variant.cache_spec(attn)
     costs: dict[str, Any] = {
         "parameters": per_seed[0]["parameters"],
         "context_length": context,
         "n_layers": cfg.n_layers,
         "kv_dtype": "float16",
-        "attention": {
-            "n_heads": attn.n_heads,
-            "kv_heads": layout.kv_heads,
-            "head_dim": layout.head_dim,
-            "tensors_per_head": layout.tensors_per_head,
+        "attention": {"n_heads": attn.n_heads, **cache_shape(variant, attn)},
+        "kv_bytes_per_token_per_layer": declared.bytes_per_token_per_layer(torch.float16),
+        "kv_bytes_per_token": declared.bytes(1, cfg.n_layers, torch.float16),
+        "kv_bytes_at_context": declared.bytes(context, cfg.n_layers, torch.float16),
+        "kv_bytes_long_context": {
+            str(tokens): declared.bytes(tokens, cfg.n_layers, torch.float16) for tokens in LONG_CONTEXTS
         },
-        "kv_bytes_per_token_per_layer": per_layer,
-        "kv_bytes_per_token": per_layer * cfg.n_layers,
-        "kv_bytes_at_context": per_layer * cfg.n_layers * context,
         "kv_measured": None,
         "examples_per_second": sum(s["examples_per_second"] for s in per_seed) / len(per_seed),
         "peak_memory_bytes": max(s["peak_memory_bytes"] for s in per_seed),  # measured per fit

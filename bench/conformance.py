@@ -173,7 +173,7 @@ def check_cache_bytes(spec: VariantSpec, config: AttentionConfig) -> str:
     result = _decoded(spec, config, "declares no incremental decoding, so holds no cache")
     if not result.bytes_match:
         raise ValueError(
-            f"declares {result.bytes_derived:,} B (kv_cache_bytes, from cache_layout) but its cache holds "
+            f"declares {result.bytes_derived:,} B (kv_cache_bytes, from cache_spec) but its cache holds "
             f"{result.bytes_held:,} B (2 layers, 20 tokens, fp32)"
         )
     return f"declared = held = {result.bytes_held:,} B (2 layers, 20 tokens, fp32)"

@@ -1,4 +1,4 @@
-"""Cost figures of a variant: parameters, KV-cache bytes derived from its layout and measured in decoding."""
+"""Cost figures of a variant: parameters, KV-cache bytes declared by its `CacheSpec` and measured in decoding."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def parameter_count(spec: VariantSpec, config: GPTConfig) -> int:
 
 @dataclass(frozen=True)
 class DecodeCheck:
-    """One measured decode: bytes held by the cache tensors against the derived figure, and logits agreement."""
+    """One measured decode: bytes held by the caches against the declared figure, and logits agreement."""
 
     variant: str
     bytes_held: int
@@ -67,7 +67,7 @@ def measure_decoding(spec: VariantSpec, config: GPTConfig, n_tokens: int, seed: 
     """Decode `n_tokens` one at a time through a real cache and compare with the full causal pass (fp32)."""
     import torch
 
-    from bench_tasks.backbones.gpt import GPT
+    from bench_tasks.backbones.gpt import GPT, held_bytes
 
     torch.manual_seed(seed)
     model = GPT(config, spec).eval()
@@ -79,7 +79,7 @@ def measure_decoding(spec: VariantSpec, config: GPTConfig, n_tokens: int, seed: 
         steps = [model(idx_1T[:, t : t + 1], caches=caches) for t in range(n_tokens)]
         seconds = time.perf_counter() - start
     step_1TV = torch.cat(steps, dim=1)
-    held = sum(c.nbytes for c in caches)
+    held = held_bytes(caches)
     derived = spec.kv_cache_bytes(config.block.attention, config.n_layers, n_tokens, torch.float32)
     diff = (full_1TV - step_1TV).abs().max().item()
     return DecodeCheck(spec.id, held, derived, diff, n_tokens, seconds)

@@ -42,16 +42,19 @@ def _neg_bytes(spec: VariantSpec, config: AttentionConfig) -> int:
     return 0 if spec.check(config) else -spec.bytes_per_token_per_layer(config)
 
 
+LONG_CONTEXT = 32_768  # tokens: where a bounded or shared cache shows its worth
+
+
 def _cache_row(spec: VariantSpec, config: AttentionConfig, baseline: VariantSpec, dtype: Any, layers: int) -> list[str]:
     """The cost columns of one variant at `config` (n/a when it cannot run it)."""
     if spec.check(config):
-        return ["n/a", "n/a", "n/a", "n/a"]
-    layout = spec.cache_layout(config)
-    per_layer = layout.bytes_per_token_per_layer(dtype)
+        return ["n/a"] * 5
+    declared = spec.cache_spec(config)
     return [
-        str(layout.kv_heads),
-        f"{per_layer:,}",
-        f"{per_layer * layers / 1024:g}",
+        declared.formula or "-",
+        f"{declared.bytes_per_token_per_layer(dtype):,}",
+        f"{declared.bytes(1, layers, dtype) / 1024:g}",
+        f"{declared.bytes(LONG_CONTEXT, layers, dtype) / 2**20:,.4g}",
         f"{reduction_vs(spec, baseline, config) * 100:g}%",
     ]
 
@@ -72,12 +75,14 @@ def variants_table(heads: int, head_dim: int, layers: int, dtype_name: str) -> i
     baseline = registry.get("qkv")
     rows: dict[str, tuple[tuple[Any, ...], list[str]]] = {}
     broken: list[str] = []
+    references: list[str] = []
     for name, spec in registry.all().items():
         try:
             origin = registry.origin(name)
             origin = "built-in" if origin == BUILTIN_DISTRIBUTION else origin
-            row = [name, spec.display_name, spec.describe().get("tie", "-")]
-            row += [*_cache_row(spec, config, baseline, dtype, layers), spec.version, origin]
+            row = [name, spec.display_name, *_cache_row(spec, config, baseline, dtype, layers), spec.version, origin]
+            if spec.reference:
+                references.append(f"{escape(name)}: {escape(spec.reference)}")
             # the baseline first, then by cache size, largest first
             key = (spec is not baseline, spec.check(config) is not None, _neg_bytes(spec, config), name)
         except Exception as exc:  # one broken plugin is named; the others are still listed
@@ -86,14 +91,17 @@ def variants_table(heads: int, head_dim: int, layers: int, dtype_name: str) -> i
         rows[name] = (key, row)
     table = Table(
         title=f"Attention variants (H={heads}, d_head={head_dim}, {layers} layers, {dtype_name} cache)",
-        caption="reduction: cache saved against QKV at this config; n/a: the variant cannot run it",
+        caption="cache: per token per layer, b = bytes per element; reduction: per token against QKV at this "
+        "config; n/a: the variant cannot run it",
     )
-    for col in ("id", "name", "tie", "KV heads", "B/token/layer", "KiB/token", "reduction", "version", "origin"):
-        table.add_column(col, justify="right" if col in ("B/token/layer", "KiB/token", "reduction") else "left")
+    numbers = ("B/token/layer", "KiB/token", "MiB @ 32k", "reduction")
+    for col in ("id", "name", "cache", *numbers, "version", "origin"):
+        table.add_column(col, justify="right" if col in numbers else "left")
     for _, row in sorted(rows.values(), key=lambda kr: kr[0]):
         table.add_row(*(escape(str(c)) for c in row))
     console = make_console()
     console.print(table)
+    console.print("References:\n  " + "\n  ".join(references))
     for line in broken:
         console.print(line)
     _report_failures(registry, console)

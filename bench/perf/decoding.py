@@ -1,7 +1,7 @@
 """Decoding speed: tokens per second through the real KV cache at long contexts, next to its bytes.
 
 A small GPT (`bench_tasks.backbones.gpt`) around every variant that decodes. Per variant the longest
-context is prefilled once (one causal pass, one sequence, into the variant's own `KVCache`s) and
+context is prefilled once (one causal pass, one sequence, into the variant's own caches) and
 copied to every sequence of the batch; then, at each context length, `new_tokens` tokens are decoded
 one at a time (greedy) after it. The batch makes the cache, not the weights, the bulk of what a
 step reads. Variants and contexts are interleaved round by round, and the speed-up over the
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from bench_tasks.backbones.gpt import GPT, GPTConfig
-    from bench_variants.base import KVCache, VariantSpec
+    from bench_variants.base import TokenCache, VariantSpec
 
 COMPARED = ("tied-kv", "gqa4", "gqa8", "mqa")  # the variants whose verdict against the baseline is printed
 
@@ -74,13 +74,15 @@ class Decoder:
 
     spec: VariantSpec
     model: GPT
-    caches: list[KVCache]
+    caches: list[TokenCache]
     prefill_s: float
     memory: dict[str, Any]
 
     @property
     def cache_bytes(self) -> int:
-        return sum(c.nbytes for c in self.caches)
+        from bench_tasks.backbones.gpt import held_bytes
+
+        return held_bytes(self.caches)
 
 
 def prefilled(spec: VariantSpec, config: GPTConfig, options: DecodingSettings) -> Decoder:
@@ -99,9 +101,7 @@ def prefilled(spec: VariantSpec, config: GPTConfig, options: DecodingSettings) -
         model(torch.randint(config.vocab_size, (1, longest)), caches=one)
         caches = model.new_cache(batch_size=options.batch, capacity=capacity)
         for batch_cache, one_cache in zip(caches, one, strict=True):
-            for dst_BGSK, src_1GSK in zip(batch_cache.tensors, one_cache.tensors, strict=True):
-                dst_BGSK.copy_(src_1GSK.expand_as(dst_BGSK))
-            batch_cache.length = one_cache.length
+            batch_cache.fill_from(one_cache)
         prefill_s = time.perf_counter() - start
     return Decoder(spec, model, caches, prefill_s, memory.as_dict())
 
@@ -161,12 +161,12 @@ def measure(options: DecodingSettings, ctx: PerfContext) -> dict[str, Any]:
 
 def _row(decoder: Decoder, seconds: dict[str, list[float]], options: DecodingSettings, baseline: str) -> dict[str, Any]:
     spec, tokens = decoder.spec, options.batch * options.new_tokens
-    layout = spec.cache_layout(decoder.model.config.block.attention)
-    dtype = decoder.caches[0].tensors[0].dtype
+    declared = spec.cache_spec(decoder.model.config.block.attention)
+    dtype = decoder.caches[0].dtype
     per_context = {}
     for context in options.contexts:
         mine, base = seconds[f"{spec.id} @ {context}"], seconds[f"{baseline} @ {context}"]
-        held = layout.kv_cache_bytes(options.n_layers, context, dtype, options.batch)
+        held = declared.bytes(context, options.n_layers, dtype, options.batch)
         per_context[str(context)] = {
             "tokens_per_s": Spread.of([tokens / t for t in mine]).as_dict(),
             "cache_bytes": held,  # what the cache holds for `context` tokens of every sequence
@@ -176,7 +176,7 @@ def _row(decoder: Decoder, seconds: dict[str, list[float]], options: DecodingSet
     return {
         "display_name": spec.display_name,
         "cache_dtype": str(dtype).removeprefix("torch."),
-        "cache_bytes_per_token": layout.kv_cache_bytes(options.n_layers, 1, dtype),
+        "cache_bytes_per_token": declared.bytes(1, options.n_layers, dtype),
         "cache_bytes_allocated": decoder.cache_bytes,
         "prefill_s": decoder.prefill_s,
         "prefill_memory": decoder.memory,

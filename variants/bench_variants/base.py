@@ -18,6 +18,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .cache import CacheLayout, CacheSpec, KVCache, TokenCache, dtype_bytes
+
+__all__ = [
+    "Attention", "AttentionConfig", "CacheLayout", "CacheSpec", "KVCache", "Supports", "TokenCache", "VariantSpec",
+    "dtype_bytes", "replace", "row_channels", "sinusoid_1d", "sinusoid_2d",
+]  # fmt: skip
+
 
 @dataclass(frozen=True)
 class AttentionConfig:
@@ -58,102 +65,15 @@ class Supports:
         key_padding: Honours a key-padding mask.
         decoding: Supports incremental decoding with a `KVCache`.
         variable_length: Works for any sequence length (False: only the length it was built for).
+        non_causal: Runs without a causal mask too (False: a decoder design, whose cells on tasks
+            that are not causal are n/a).
     """
 
     causal: bool = True
     key_padding: bool = True
     decoding: bool = True
     variable_length: bool = True
-
-
-def dtype_bytes(dtype: torch.dtype) -> int:
-    """Bytes per element of `dtype`."""
-    return torch.empty((), dtype=dtype).element_size()
-
-
-@dataclass(frozen=True)
-class CacheLayout:
-    """What one layer caches per token at inference.
-
-    bytes/token/layer = tensors_per_head x kv_heads x head_dim x bytes per element, where
-    tensors_per_head is 2 for separate K and V, or 1 when the value is the key (K=V).
-    """
-
-    tensors_per_head: int
-    kv_heads: int
-    head_dim: int
-
-    def bytes_per_token_per_layer(self, dtype: torch.dtype = torch.float16) -> int:
-        return self.tensors_per_head * self.kv_heads * self.head_dim * dtype_bytes(dtype)
-
-    def kv_cache_bytes(
-        self, n_layers: int, n_tokens: int, dtype: torch.dtype = torch.float16, batch_size: int = 1
-    ) -> int:
-        """Bytes held by the cache of `n_layers` layers for `n_tokens` tokens of `batch_size` sequences."""
-        return self.bytes_per_token_per_layer(dtype) * n_layers * n_tokens * batch_size
-
-
-class KVCache:
-    """One layer's preallocated inference cache: `tensors_per_head` tensors of (B, kv_heads, capacity, hd).
-
-    Preallocation makes the memory held exactly `CacheLayout.kv_cache_bytes` for `capacity` tokens,
-    and appending a token a copy rather than a reallocation.
-    """
-
-    def __init__(
-        self,
-        layout: CacheLayout,
-        batch_size: int,
-        capacity: int,
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        shape = (batch_size, layout.kv_heads, capacity, layout.head_dim)
-        self.layout = layout
-        self.capacity = capacity
-        self.length = 0
-        self.tensors = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layout.tensors_per_head)]
-
-    @classmethod
-    def for_model(
-        cls,
-        layout: CacheLayout,
-        n_layers: int,
-        batch_size: int,
-        capacity: int,
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str = "cpu",
-    ) -> list[KVCache]:
-        """One cache per layer."""
-        return [cls(layout, batch_size, capacity, dtype, device) for _ in range(n_layers)]
-
-    def append(self, *new_BHTK: Tensor) -> list[Tensor]:
-        """Store the new tokens' tensors and return views of everything cached so far.
-
-        Args:
-            *new_BHTK: One tensor per cached kind (K, or K and V), each (B, kv_heads, T_new, hd).
-
-        Returns:
-            The cached tensors (B, kv_heads, length, hd), new tokens included.
-        """
-        if len(new_BHTK) != len(self.tensors):
-            raise ValueError(f"cache holds {len(self.tensors)} tensors per token, got {len(new_BHTK)}")
-        t_new = new_BHTK[0].shape[2]
-        end = self.length + t_new
-        if end > self.capacity:
-            raise ValueError(
-                f"KV cache full: {self.length} + {t_new} tokens exceed its capacity of {self.capacity}; "
-                "allocate the cache with a larger capacity"
-            )
-        for buf, new in zip(self.tensors, new_BHTK, strict=True):
-            buf[:, :, self.length : end] = new
-        self.length = end
-        return [buf[:, :, :end] for buf in self.tensors]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes actually held by the cache tensors."""
-        return sum(t.numel() * t.element_size() for t in self.tensors)
+    non_causal: bool = True
 
 
 class Attention(nn.Module, abc.ABC):
@@ -166,7 +86,7 @@ class Attention(nn.Module, abc.ABC):
         *,
         causal: bool = False,
         pad_mask_BT: Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: TokenCache | None = None,
     ) -> Tensor:
         """Attend.
 
@@ -184,8 +104,10 @@ class Attention(nn.Module, abc.ABC):
 class VariantSpec(abc.ABC):
     """A registered attention variant: declares what it is and builds `Attention` modules.
 
-    Subclasses set the class or instance attributes below and implement `build` and
-    `cache_layout`. The registry checks that `id` equals the entry-point name.
+    Subclasses set the class or instance attributes below and implement `build` and either
+    `cache_layout` (a per-head K/V cache) or `cache_spec` with `new_cache` (any other cache: latent,
+    bounded, shared across layers, quantized, a constant state). The registry checks that `id` equals
+    the entry-point name.
     """
 
     id: str  # shell-friendly, e.g. "qkv-tied-kv"
@@ -193,14 +115,40 @@ class VariantSpec(abc.ABC):
     version: str  # bump when results of this variant would change
     supports: Supports
     summary: str = ""  # one line: the mechanism
+    reference: str = ""  # where the design comes from: authors, year, venue or arXiv id
 
     @abc.abstractmethod
     def build(self, config: AttentionConfig) -> Attention:
         """A fresh module for `config`; call `check` first for a readable refusal."""
 
-    @abc.abstractmethod
     def cache_layout(self, config: AttentionConfig) -> CacheLayout:
-        """What one layer of this variant caches per token under `config`."""
+        """A per-head K/V cache: what one layer of this variant caches per token under `config`."""
+        raise NotImplementedError(
+            f"variant {self.id!r} declares no cache: implement cache_layout (a per-head K/V cache) or "
+            "cache_spec and new_cache (any other)"
+        )
+
+    def cache_spec(self, config: AttentionConfig) -> CacheSpec:
+        """The bytes this variant's cache holds, as a function of tokens, layers, batch and dtype."""
+        return self.cache_layout(config).spec()
+
+    def new_cache(
+        self,
+        config: AttentionConfig,
+        batch_size: int,
+        capacity: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> TokenCache:
+        """An empty cache for one cached layer, for up to `capacity` tokens."""
+        return KVCache(self.cache_layout(config), batch_size, capacity, dtype, device)
+
+    def build_layers(self, config: AttentionConfig, n_layers: int) -> list[Attention]:
+        """The attention modules of a stack of `n_layers` blocks (a cross-layer design links them).
+
+        A stack hands layer i the cache of layer `share_layers * (i // share_layers)` (see `CacheSpec`).
+        """
+        return [self.build(config) for _ in range(n_layers)]
 
     def check(self, config: AttentionConfig) -> str | None:
         """Why this variant cannot run `config`, or None when it can."""
@@ -226,8 +174,8 @@ class VariantSpec(abc.ABC):
         """Why the variant is the same computation as another at `config`, for the n/a reason."""
         return f"at H={config.n_heads}"
 
-    def bytes_per_token_per_layer(self, config: AttentionConfig, dtype: torch.dtype = torch.float16) -> int:
-        return self.cache_layout(config).bytes_per_token_per_layer(dtype)
+    def bytes_per_token_per_layer(self, config: AttentionConfig, dtype: torch.dtype = torch.float16) -> int | float:
+        return self.cache_spec(config).bytes_per_token_per_layer(dtype)
 
     def kv_cache_bytes(
         self,
@@ -237,8 +185,8 @@ class VariantSpec(abc.ABC):
         dtype: torch.dtype = torch.float16,
         batch_size: int = 1,
     ) -> int:
-        """Derived cache bytes for a model of `n_layers` such blocks holding `n_tokens` tokens."""
-        return self.cache_layout(config).kv_cache_bytes(n_layers, n_tokens, dtype, batch_size)
+        """Declared cache bytes for a model of `n_layers` such blocks after `n_tokens` tokens."""
+        return self.cache_spec(config).bytes(n_tokens, n_layers, dtype, batch_size)
 
     def describe(self) -> dict[str, str]:
         """Plain fields for tables and result files."""

@@ -32,8 +32,8 @@ from .base import (
     Attention,
     AttentionConfig,
     CacheLayout,
-    KVCache,
     Supports,
+    TokenCache,
     VariantSpec,
     row_channels,
     sinusoid_1d,
@@ -61,6 +61,29 @@ class Tie(enum.Enum):
     @property
     def query_is_key(self) -> bool:
         return self.roles[0] == self.roles[1]
+
+
+def sdpa_mask(
+    t_q: int, t_k: int, causal: bool, pad_mask_BT: Tensor | None, device: torch.device
+) -> tuple[Tensor | None, bool]:
+    """SDPA's mask for t_q new queries over t_k keys (the queries are the last t_q positions), and
+    whether to take SDPA's fused causal path instead. The mask is bool, True where attention is
+    allowed, broadcastable to (B, H, t_q, t_k); None: everything is allowed.
+    """
+    simple_causal = causal and pad_mask_BT is None
+    if simple_causal and t_k == t_q:
+        return None, True  # SDPA's fused causal path
+    if simple_causal and t_q == 1:  # one new token sees the whole cache: no mask
+        return None, False
+    allowed: Tensor | None = None
+    if causal:
+        offset = t_k - t_q
+        q_pos = torch.arange(t_q, device=device)[:, None] + offset
+        allowed = torch.arange(t_k, device=device)[None, :] <= q_pos  # (t_q, t_k)
+    if pad_mask_BT is not None:
+        keep_B11T = ~pad_mask_BT[:, None, None, :]
+        allowed = keep_B11T if allowed is None else allowed & keep_B11T
+    return allowed, False
 
 
 class SharedProjectionAttention(Attention):
@@ -127,19 +150,21 @@ class SharedProjectionAttention(Attention):
         total = self.pos_weight.sum()
         return total if self.plus_scale else torch.ones_like(total)
 
-    def _mask(
-        self, t_q: int, t_k: int, causal: bool, pad_mask_BT: Tensor | None, device: torch.device
-    ) -> Tensor | None:
-        """Bool mask, True where attention is allowed, broadcastable to (B, H, t_q, t_k); None: all."""
-        allowed: Tensor | None = None
-        if causal:
-            offset = t_k - t_q  # queries are the last t_q positions
-            q_pos = torch.arange(t_q, device=device)[:, None] + offset
-            allowed = torch.arange(t_k, device=device)[None, :] <= q_pos  # (t_q, t_k)
-        if pad_mask_BT is not None:
-            keep_B11T = ~pad_mask_BT[:, None, None, :]
-            allowed = keep_B11T if allowed is None else allowed & keep_B11T
-        return allowed
+    def _cached(self, k_BGTK: Tensor, v_BGTK: Tensor, cache: TokenCache | None) -> tuple[Tensor, Tensor]:
+        """The keys and values to attend over: the new ones, after everything `cache` holds."""
+        if cache is None:
+            return k_BGTK, v_BGTK
+        if self.tie.caches_value_separately:
+            k_BGTK, v_BGTK = cache.append(k_BGTK, v_BGTK)
+            return k_BGTK, v_BGTK
+        (k_BGTK,) = cache.append(k_BGTK)
+        return k_BGTK, k_BGTK
+
+    def _masking(
+        self, t_q: int, t_k: int, causal: bool, pad_mask_BT: Tensor | None, cache: TokenCache | None, device: torch.device
+    ) -> tuple[Tensor | None, bool]:
+        """The mask for SDPA and whether to use its fused causal path instead."""
+        return sdpa_mask(t_q, t_k, causal, pad_mask_BT, device)
 
     def forward(
         self,
@@ -147,25 +172,12 @@ class SharedProjectionAttention(Attention):
         *,
         causal: bool = False,
         pad_mask_BT: Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: TokenCache | None = None,
     ) -> Tensor:
         B, T, D = x_BTD.shape
         q_BHTK, k_BGTK, v_BGTK = self._project(x_BTD)
-        if cache is not None:
-            if self.tie.caches_value_separately:
-                k_BGTK, v_BGTK = cache.append(k_BGTK, v_BGTK)
-            else:
-                (k_BGTK,) = cache.append(k_BGTK)
-                v_BGTK = k_BGTK
-        t_k = k_BGTK.shape[2]
-        mask = None
-        simple_causal = causal and pad_mask_BT is None
-        if simple_causal and t_k == T:
-            is_causal = True  # SDPA's fused causal path
-        else:
-            is_causal = False
-            if not (simple_causal and T == 1):  # one new token sees the whole cache: no mask
-                mask = self._mask(T, t_k, causal, pad_mask_BT, x_BTD.device)
+        k_BGTK, v_BGTK = self._cached(k_BGTK, v_BGTK, cache)
+        mask, is_causal = self._masking(T, k_BGTK.shape[2], causal, pad_mask_BT, cache, x_BTD.device)
         if self.positional_channels:
             q_BHTK, k_BGTK, v_BGTK = self._fold_positional(q_BHTK, k_BGTK, v_BGTK)
         y_BHTK = F.scaled_dot_product_attention(
@@ -222,6 +234,18 @@ class SharedProjectionVariant(VariantSpec):
         # the paper uses the "+" correction on non-causal tasks only; its bias is (T, T) per call
         plus = self.positional_channels > 0
         return Supports(causal=not plus, key_padding=True, decoding=not plus, variable_length=True)
+
+    @property
+    def reference(self) -> str:  # type: ignore[override]
+        study = "Kayyam, Madan Gopal, Lewis, ICML 2026"
+        if self.tie == Tie.NONE and self.kv_heads is None:
+            return "Vaswani et al., NeurIPS 2017 (arXiv:1706.03762)"
+        if self.kv_heads == 1:
+            return f"MQA: Shazeer 2019 (arXiv:1911.02150); {study}" if self.tie == Tie.KV else "Shazeer 2019 (arXiv:1911.02150)"
+        if self.kv_heads is not None:
+            gqa = "GQA: Ainslie et al., EMNLP 2023 (arXiv:2305.13245)"
+            return f"{gqa}; {study}" if self.tie == Tie.KV else gqa
+        return study
 
     def n_kv_heads(self, config: AttentionConfig) -> int:
         return config.n_heads if self.kv_heads is None else self.kv_heads

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from bench_variants.base import AttentionConfig, KVCache, VariantSpec
+from bench_variants.base import Attention, AttentionConfig, TokenCache, VariantSpec
 
 
 @dataclass(frozen=True)
@@ -25,13 +25,13 @@ class BlockConfig:
 
 
 class Block(nn.Module):
-    """x + attn(ln(x)), then x + mlp(ln(x))."""
+    """x + attn(ln(x)), then x + mlp(ln(x)); `attn` given when a stack builds its layers together."""
 
-    def __init__(self, config: BlockConfig, variant: VariantSpec) -> None:
+    def __init__(self, config: BlockConfig, variant: VariantSpec, attn: Attention | None = None) -> None:
         super().__init__()
         d = config.d_model
         self.ln_1 = nn.LayerNorm(d, bias=config.bias)
-        self.attn = variant.build(config.attention)
+        self.attn = attn if attn is not None else variant.build(config.attention)
         self.ln_2 = nn.LayerNorm(d, bias=config.bias)
         self.mlp = nn.Sequential(
             nn.Linear(d, config.mlp_ratio * d, bias=config.bias),
@@ -46,7 +46,7 @@ class Block(nn.Module):
         *,
         causal: bool = False,
         pad_mask_BT: Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: TokenCache | None = None,
     ) -> Tensor:
         x_BTD = x_BTD + self.attn(self.ln_1(x_BTD), causal=causal, pad_mask_BT=pad_mask_BT, cache=cache)
         return x_BTD + self.mlp(self.ln_2(x_BTD))

@@ -6,13 +6,14 @@ padding is masked out of the loss (the study's own code scored it, which deflate
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench_variants.base import KVCache, VariantSpec
+from bench_variants.base import TokenCache, VariantSpec
 
 from .blocks import Block, BlockConfig
 
@@ -51,11 +52,14 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         self.pos_emb = nn.Embedding(config.context, config.d_model)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config.block, variant) for _ in range(config.n_layers))
+        layers = variant.build_layers(config.block.attention, config.n_layers)
+        self.blocks = nn.ModuleList(Block(config.block, variant, attn) for attn in layers)
         self.ln_f = nn.LayerNorm(config.d_model, bias=config.bias)
         self.apply(_init_weights)
 
-    def forward(self, idx_BT: Tensor, pad_mask_BT: Tensor | None = None, caches: list[KVCache] | None = None) -> Tensor:
+    def forward(
+        self, idx_BT: Tensor, pad_mask_BT: Tensor | None = None, caches: list[TokenCache] | None = None
+    ) -> Tensor:
         """Logits (B, T, vocab). With `caches`, `idx_BT` holds only new tokens, placed after the cached ones.
 
         `pad_mask_BT` (True = padding) must then cover every key, cached and new.
@@ -73,18 +77,26 @@ class GPT(nn.Module):
 
     def new_cache(
         self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None
-    ) -> list[KVCache]:
-        """An empty cache for every layer, holding up to `capacity` tokens (default: the context)."""
-        weight = self.tok_emb.weight
-        layout = self.variant.cache_layout(self.config.block.attention)
-        return KVCache.for_model(
-            layout,
-            self.config.n_layers,
-            batch_size,
-            capacity or self.config.context,
-            dtype or weight.dtype,
-            weight.device,
-        )
+    ) -> list[TokenCache]:
+        """The cache each layer reads, holding up to `capacity` tokens (default: the context).
+
+        Layers that share a cache (`CacheSpec.share_layers`) get the same object: count the bytes held
+        over distinct caches (`held_bytes`).
+        """
+        weight, attention = self.tok_emb.weight, self.config.block.attention
+        share = self.variant.cache_spec(attention).share_layers
+        own = [
+            self.variant.new_cache(
+                attention, batch_size, capacity or self.config.context, dtype or weight.dtype, weight.device
+            )
+            for _ in range(math.ceil(self.config.n_layers / share))
+        ]
+        return [own[i // share] for i in range(self.config.n_layers)]
+
+
+def held_bytes(caches: list[TokenCache]) -> int:
+    """Bytes held by a model's caches, each shared cache counted once."""
+    return sum(cache.nbytes for cache in {id(cache): cache for cache in caches}.values())
 
 
 def lm_loss(logits_BTV: Tensor, targets_BT: Tensor, pad_mask_BT: Tensor | None = None) -> Tensor:
