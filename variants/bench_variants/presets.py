@@ -4,13 +4,21 @@ Registered under the entry-point group `bench.variants` by this project's pyproj
 path a third-party plugin takes. Cache per token per layer, with H query heads of size d_head and
 b bytes per element: QKV and Q=K-V 2*H*d_head*b; Q-K=V and Q=K=V H*d_head*b; GQA-g 2*g*d_head*b;
 Q-GQA-g g*d_head*b; MQA 2*d_head*b; Q-MQA d_head*b.
+
+The "+" forms read the correction's fixed 2D tensor P as the paper describes it, channels of the row
+i and of the column j; softmax cancels the row part, leaving a learned temperature sum(w) and a
+per-key bias. The paper's exact P is UNCONFIRMED, so the second natural reading is registered too:
+`tied-qk-rel` and `tied-qkv-rel`, "(Q=K-V)+rel" and "(Q=K=V)+rel", with P the m sinusoid channels
+of the offset i - j, which makes P w a learned relative-position bias that softmax keeps. They are
+readings of the "+" variants, not designs: diagnostics (`ablates()` names the "+" variant), run by
+the suite `plus-ablation` only. Their caches are their plain forms'.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from .grid import SharedProjectionVariant, Tie
+from .grid import Positional, SharedProjectionVariant, Tie
 
 #: m of the "+" correction: the paper's value for synthetic and anomaly tasks (50 for vision, UNCONFIRMED)
 PLUS_CHANNELS = 10
@@ -71,3 +79,20 @@ TIED_QK_POS_FIXED_SCALE = _plus_ablation(TIED_QK_POS, "scale")
 TIED_QK_POS_NO_BIAS = _plus_ablation(TIED_QK_POS, "bias")
 TIED_QKV_POS_FIXED_SCALE = _plus_ablation(TIED_QKV_POS, "scale")
 TIED_QKV_POS_NO_BIAS = _plus_ablation(TIED_QKV_POS, "bias")
+
+
+def _relative_reading(of: SharedProjectionVariant) -> SharedProjectionVariant:
+    """`of` with P read as m sinusoid channels of the offset i - j: the same m weights and bias b."""
+    return dataclasses.replace(
+        of,
+        id=of.id.removesuffix("-pos") + "-rel",
+        display_name=f"{of.display_name}rel",
+        positional=Positional.RELATIVE,
+        ablation_of=of.id,
+        summary=f"second reading of {of.display_name}: P of the offsets i - j, a learned relative-position bias",
+    )
+
+
+#: the "+" correction with P read as offsets i - j (suite `plus-ablation`)
+TIED_QK_REL = _relative_reading(TIED_QK_POS)
+TIED_QKV_REL = _relative_reading(TIED_QKV_POS)
