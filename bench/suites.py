@@ -83,15 +83,16 @@ def paper() -> Suite:
 
 def plus_ablation() -> Suite:
     """The "+" correction taken apart: each symmetric "+" variant without its learned scale, then
-    without its per-key bias, beside the variant and its plain form, on the default suite's cheap
-    non-causal tasks (the cells it shares with `default` are that suite's, so they are not rerun).
+    without its per-key bias, and its second reading (P of the offsets i - j, `*-rel`), beside the
+    variant and its plain form, on the default suite's cheap non-causal tasks (the cells it shares
+    with `default` are that suite's, so they are not rerun).
     """
     return Suite(
         "plus-ablation",
         tasks=("reverse", "sort", "sub", "swap", "copy", "mqar", "set-anomaly"),
         variants=(
-            "qkv", "tied-qk", "tied-qk-pos", "tied-qk-pos-fixed-scale", "tied-qk-pos-no-bias",
-            "tied-qkv", "tied-qkv-pos", "tied-qkv-pos-fixed-scale", "tied-qkv-pos-no-bias",
+            "qkv", "tied-qk", "tied-qk-pos", "tied-qk-pos-fixed-scale", "tied-qk-pos-no-bias", "tied-qk-rel",
+            "tied-qkv", "tied-qkv-pos", "tied-qkv-pos-fixed-scale", "tied-qkv-pos-no-bias", "tied-qkv-rel",
         ),
         scale="default",
         trials=0,

@@ -149,7 +149,7 @@ def test_ablations_run_in_their_own_suite_only() -> None:
     in_default = {v.id for v in resolve_variants(get_suite("default"), registry)}
     ablations = {v.id for v in registry.all().values() if v.ablates()}
     assert ablations == {"tied-qk-pos-fixed-scale", "tied-qk-pos-no-bias", "tied-qkv-pos-fixed-scale",
-                         "tied-qkv-pos-no-bias"}  # fmt: skip
+                         "tied-qkv-pos-no-bias", "tied-qk-rel", "tied-qkv-rel"}  # fmt: skip
     assert not in_default & ablations and {"tied-qk-pos", "tied-qkv-pos"} <= in_default
     in_ablation = {v.id for v in resolve_variants(get_suite("plus-ablation"), registry)}
     assert ablations <= in_ablation and {registry.get(a).ablates() for a in ablations} <= in_ablation

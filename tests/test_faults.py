@@ -82,7 +82,7 @@ class Tally:
 
 
 def tally(events: list[dict[str, Any]], variants: set[str] | None = None) -> Tally:
-    """Read the fit log in order: a fit is stored when its trial ends (tuning) or its seed file is saved (final)."""
+    """Read the fit log in order: a fit is stored when its trial is told (tuning) or its seed file is saved (final)."""
     out = Tally()
     stored: set[str] = set()
     unstored: dict[str, str] = {}  # fit -> the run of its last start that has not been stored
@@ -98,7 +98,7 @@ def tally(events: list[dict[str, Any]], variants: set[str] | None = None) -> Tal
             elif key in unstored:
                 out.lost[unstored[key]] = out.lost.get(unstored[key], 0) + 1
             unstored[key] = run
-        elif (event["event"] == "end" and event["key"]["kind"] == "tune") or event["event"] == "saved":
+        elif event["event"] == "saved":
             stored.add(key)
             unstored.pop(key, None)
     return out
@@ -215,6 +215,25 @@ def same_results(scenario: Scenario, reference: Scenario) -> bool:
     """The reference's cells hold the same results in `scenario`."""
     mine, theirs = scenario.records(), reference.records()
     return all(cell in mine and comparable(mine[cell]) == comparable(theirs[cell]) for cell in theirs)
+
+
+def _first_difference(mine: Any, theirs: Any, where: str = "") -> str | None:
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        for key in sorted(set(mine) | set(theirs), key=str):
+            found = _first_difference(mine.get(key), theirs.get(key), f"{where}.{key}")
+            if found:
+                return found
+        return None
+    return None if mine == theirs else f"{where}: {str(mine)[:200]} != reference {str(theirs)[:200]}"
+
+
+def differences(scenario: Scenario, reference: Scenario) -> list[str]:
+    """Where `scenario`'s results and leaderboard first differ from the reference's, per cell (for failures)."""
+    mine, theirs = scenario.records(), reference.records()
+    found = [f"{cell}{_first_difference(comparable(mine.get(cell)), comparable(record))}" for cell, record in
+             theirs.items() if comparable(mine.get(cell)) != comparable(record)]  # fmt: skip
+    board = _first_difference(scenario.leaderboard(), reference.leaderboard(), "leaderboard")
+    return found + ([board] if board else [])
 
 
 def same_as_reference(scenario: Scenario, reference: Scenario) -> bool:
@@ -395,9 +414,9 @@ def test_a_worker_killed_under_jobs_2_costs_only_the_fits_in_flight(tmp_path: Pa
     )
     assert len(scenario.faults()) == 1 and run.returncode == 0, scenario.tail()
     assert "a worker process died" in run.output
-    assert row.lost <= 2 and row.twice == 0  # one fit in flight in each of the 2 workers
+    assert row.lost <= 2 and row.twice == 0, scenario.events()  # one fit in flight in each of the 2 workers
     assert tallied.keys == tally(reference.events()).keys
-    assert equal
+    assert equal, differences(scenario, reference)
 
 
 # --- misbehaving plugins: one hangs once inside its attention, one turns NaN

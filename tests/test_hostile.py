@@ -23,12 +23,11 @@ from typing import Any
 import pytest
 
 from bench.cli import main
-from bench.data import default_data_dir
 from tests.nan_attention import BlowsUp
 
 SECRET = "hunter2"
 PORTS = "a TCP port lies in 1..65535"
-PREPARED = default_data_dir()  # the real data cache (each row points $BENCH_DATA_DIR elsewhere)
+PREPARED_TASKS = "cifar10,lm,tinyimagenet,mnist,mvtec"  # whose files the data-file rows damage
 
 
 @dataclass
@@ -38,6 +37,7 @@ class World:
     tmp: Path
     monkeypatch: pytest.MonkeyPatch
     made: Path  # a results folder holding one real smoke cell (reverse x qkv), made once per module
+    prepared: Path | None = None  # the datasets of PREPARED_TASKS, prepared once per module (data-file rows)
 
     @property
     def results(self) -> Path:
@@ -69,8 +69,9 @@ class World:
         return next((self.results_made() / "cells").glob("reverse__qkv__*.json"))
 
     def data_copy(self, folder: str) -> Path:
-        """A copy of one prepared dataset's folder from the real data cache."""
-        shutil.copytree(PREPARED / folder, self.data / folder)
+        """A copy of one dataset's folder, as `bench data prepare` made it."""
+        assert self.prepared is not None, "a data-file row needs the module's prepared datasets"
+        shutil.copytree(self.prepared / folder, self.data / folder)
         return self.data / folder
 
     def install(self, group: str, **plugins: Any) -> None:
@@ -450,6 +451,14 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield root / "results"
 
 
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The datasets the data-file rows damage copies of, prepared from what packages ship (about 20 s)."""
+    root = tmp_path_factory.mktemp("prepared")
+    assert main(["data", "prepare", "--tasks", PREPARED_TASKS, "--data-dir", str(root)]) == 0
+    return root
+
+
 def _outcome(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     try:
         code = main(argv)
@@ -467,9 +476,15 @@ def test_the_table_covers_every_source_of_input() -> None:
 
 @pytest.mark.parametrize("case", HOSTILE, ids=lambda h: f"{h.source}: {h.what}")
 def test_hostile_input_gives_a_clear_error(
-    case: Hostile, made: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    case: Hostile,
+    made: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
 ) -> None:
-    world = World(tmp_path, monkeypatch, made)
+    prepared = request.getfixturevalue("prepared") if case.source == "data file" else None
+    world = World(tmp_path, monkeypatch, made, prepared)
     world.file.write_text("not a folder")
     monkeypatch.setenv("BENCH_DATA_DIR", str(world.data))  # never the user's cache
     monkeypatch.setenv("COLUMNS", "400")  # long paths in messages stay on one line

@@ -22,7 +22,7 @@ import pytest
 from bench_leaderboard import build, build_report
 from bench_leaderboard import claims as claims_mod
 from bench_leaderboard import tested as tested_mod
-from bench_leaderboard.build import board
+from bench_leaderboard.build import board, render_html
 from bench_leaderboard.model import (
     DID_NOT_LEARN,
     GATE_UNKNOWN,
@@ -674,28 +674,33 @@ def test_measured_costs_are_shown_and_exported(built: dict[str, Any]) -> None:
 
 # --- the "+" ablation, the compare view, label placement
 
-ABLATED = {"tied-qkv-pos-fixed-scale": "fixed scale", "tied-qkv-pos-no-bias": "no bias"}
+#: the diagnostics of (Q=K=V)+: its two ablations and its second reading of P (offsets i - j)
+ABLATED = {"tied-qkv-pos-fixed-scale": "(Q=K=V)+ fixed scale", "tied-qkv-pos-no-bias": "(Q=K=V)+ no bias",
+           "tied-qkv-rel": "(Q=K=V)+rel"}  # fmt: skip
 
 
 def ablation_record(task: str, variant: str, values: list[float]) -> dict[str, Any]:
     out = record(task, "tied-qkv-pos", values)
     out["cell_id"] = f"{task}-{variant}"
-    out["variant"] = {**out["variant"], "id": variant, "display_name": f"(Q=K=V)+ {ABLATED[variant]}",
-                      "ablates": "tied-qkv-pos"}  # fmt: skip
+    out["variant"] = {**out["variant"], "id": variant, "display_name": ABLATED[variant], "ablates": "tied-qkv-pos"}
     return out
 
 
 PLAIN5, HURT5 = [0.60, 0.62, 0.61, 0.63, 0.60], [0.50, 0.53, 0.51, 0.52, 0.50]
 
 
-def ablation_board(fixed: list[float], no_bias: list[float]) -> dict[str, Any]:
+def ablation_board(
+    fixed: list[float], no_bias: list[float], relative: list[float] | None = None, with_plus: list[float] = HURT5
+) -> dict[str, Any]:
     records = [
         record("reverse", "qkv", Q5, Q5),
         record("reverse", "tied-qkv", PLAIN5),
-        record("reverse", "tied-qkv-pos", HURT5),
+        record("reverse", "tied-qkv-pos", with_plus),
         ablation_record("reverse", "tied-qkv-pos-fixed-scale", fixed),
         ablation_record("reverse", "tied-qkv-pos-no-bias", no_bias),
     ]  # fmt: skip
+    if relative is not None:
+        records.append(ablation_record("reverse", "tied-qkv-rel", relative))
     return board(records, [], {})
 
 
@@ -709,6 +714,47 @@ def test_ablation_reading_names_the_part_that_makes_the_gap() -> None:
     neither = ablation_board(fixed=HURT5, no_bias=HURT5)
     assert neither["plus_ablation"]["rows"][0]["cause"] == "both parts"
     assert "1 of 1" in neither["plus_ablation"]["summary"]
+
+
+#: a reading's count on the paper's REVERSE gain of (Q=K=V)+: reproduced, gone against, neither
+GAINED, AGAINST = {"reproduced": 1, "opposite": 0}, {"reproduced": 0, "opposite": 1}
+FLAT = {"reproduced": 0, "opposite": 0}
+READING_CASES = [  # (X)+ (row/column reading), (X)+rel, which reproduces the gain, the two counts, the verdict
+    (HURT5, HIGH5, "relative", AGAINST, GAINED, "the relative reading of P reproduces more of the study's + gains"),
+    (HIGH5, HURT5, "row/column", GAINED, AGAINST, "the row/column reading of P reproduces more of the study's + gains"),
+    (HIGH5, HIGH5, "both", GAINED, GAINED, "both readings of P reproduce as many of the study's + gains"),
+    (HURT5, PLAIN5, "neither", AGAINST, FLAT, "neither reading of P reproduces the study's + gains"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("with_plus", "relative", "reproduces", "rowcol", "rel", "verdict"),
+    READING_CASES,
+    ids=[c[2] for c in READING_CASES],
+)
+def test_plus_block_says_which_reading_of_p_reproduces_the_study_gains(
+    with_plus: list[float], relative: list[float], reproduces: str, rowcol: dict, rel: dict, verdict: str
+) -> None:
+    """The paper's (Q=K=V)+ is 0.067 above Q=K=V on REVERSE (Table 1): a reading reproduces that gain
+    when its interval is above 0 here, and goes against it when below."""
+    data = ablation_board(fixed=HURT5, no_bias=HURT5, relative=relative, with_plus=with_plus)
+    block = data["plus_ablation"]
+    row = block["rows"][0]
+    mean_gain = (sum(relative) - sum(PLAIN5)) / len(PLAIN5)
+    assert row["paper"] == "+0.067" and row["relative"].startswith(f"{mean_gain:+.3f} [")
+    readings = block["readings"]
+    assert (readings["tested"], readings["reproduces"]) == (1, reproduces)
+    assert readings["counts"] == {"row/column": rowcol, "relative": rel}
+    assert readings["sentence"].startswith(f"{verdict}: the paper reports (X)+ above X (Tables 1 and 2) on 1 ")
+    page = render_html(data)
+    assert readings["sentence"] in page.replace("&#39;", "'")
+    assert row["relative"] in page.split('id="table-plus-ablation"', 1)[1]
+
+
+def test_plus_block_without_the_relative_reading_gives_no_verdict() -> None:
+    block = ablation_board(fixed=HURT5, no_bias=HURT5)["plus_ablation"]
+    assert block["rows"][0]["relative"] is None and block["readings"]["reproduces"] is None
+    assert "not run" in render_html(ablation_board(fixed=HURT5, no_bias=HURT5))
 
 
 def test_ablations_show_in_their_table_but_never_rank_star_plot_or_aggregate() -> None:

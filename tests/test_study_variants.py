@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from bench_variants import presets as P
-from bench_variants.base import AttentionConfig, replace
+from bench_variants.base import AttentionConfig, replace, sinusoid_1d, sinusoid_relative
 from bench_variants.grid import SharedProjectionAttention, SharedProjectionVariant, Tie
 
 from .conftest import ALL_SPECS
@@ -110,19 +110,33 @@ def test_tied_key_value_output_is_in_the_convex_hull_of_keys(spec: SharedProject
     assert ((2 * hi - lo) > hi + 1e-5).any()
 
 
-@pytest.mark.parametrize("spec", [s for s in GRID if s.positional_channels], ids=lambda s: s.id)
-def test_plus_fold_into_sdpa_is_exact(spec: SharedProjectionVariant) -> None:
-    """The SDPA path equals softmax(S') V with S' = S sum(w) + P w + b computed by the paper's formula."""
+def _random_plus(spec: SharedProjectionVariant) -> SharedProjectionAttention:
+    """`spec` in double precision with random "+" weights w (and b = 0.7 where it has a bias)."""
     module = _build(spec).double()
     with torch.no_grad():
         module.pos_weight.normal_()
         if spec.plus_bias:
             module.pos_bias.fill_(0.7)
+    return module
+
+
+def _by_formula(
+    module: SharedProjectionAttention, x_BTD: torch.Tensor, allowed_B1TT: torch.Tensor | None = None
+) -> torch.Tensor:
+    """out_proj(softmax(S') V) with S' from `scores` (the paper's formula), -inf where not `allowed`."""
+    s_BHTT = module.scores(x_BTD)
+    if allowed_B1TT is not None:
+        s_BHTT = s_BHTT.masked_fill(~allowed_B1TT, -torch.inf)
+    _, _, v_BGTK = module._project(x_BTD)
+    return module.out_proj((torch.softmax(s_BHTT, dim=-1) @ v_BGTK).transpose(1, 2).reshape(x_BTD.shape))
+
+
+@pytest.mark.parametrize("spec", [s for s in GRID if s.positional_channels], ids=lambda s: s.id)
+def test_plus_fold_into_sdpa_is_exact(spec: SharedProjectionVariant) -> None:
+    """The SDPA path equals softmax(S') V with S' = S sum(w) + P w + b computed by the paper's formula."""
+    module = _random_plus(spec)
     x = torch.randn(2, 9, 32, dtype=torch.double)
-    _, _, v_BGTK = module._project(x)
-    attn_BHTT = torch.softmax(module.scores(x), dim=-1)
-    expected = module.out_proj((attn_BHTT @ v_BGTK).transpose(1, 2).reshape(2, 9, 32))
-    torch.testing.assert_close(module(x), expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(module(x), _by_formula(module, x), rtol=1e-10, atol=1e-10)
 
 
 def test_plus_forms_add_m_weights_and_a_bias_per_layer() -> None:
@@ -161,3 +175,60 @@ def test_plus_ablations_take_away_one_part_each(plus: SharedProjectionVariant) -
     torch.testing.assert_close(fixed.scores(x), s + bias)
     torch.testing.assert_close(no_bias.scores(x), s * scale)
     assert plus.ablates() is None and P._plus_ablation(plus, "scale").ablates() == plus.id
+
+
+# --- the second reading of "+": P of the offsets i - j, a learned relative-position bias
+
+RELATIVE = [P.TIED_QK_REL, P.TIED_QKV_REL]
+#: the readings with the ablation fields too, so frozen scale and no bias work in the relative path
+RELATIVE_FORMS = [
+    *RELATIVE,
+    *(replace(s, id=f"{s.id}-fixed-scale", plus_scale=False) for s in RELATIVE),
+    *(replace(s, id=f"{s.id}-no-bias", plus_bias=False) for s in RELATIVE),
+]
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["encoder", "causal"])
+@pytest.mark.parametrize("spec", RELATIVE_FORMS, ids=lambda s: s.id)
+def test_relative_plus_as_a_float_mask_is_exact(spec: SharedProjectionVariant, causal: bool) -> None:
+    """SDPA with the relative bias in its float mask equals softmax(S') V, S' by the paper's formula with
+    the full (T, T, m) P of offsets, padded keys (and a causal mask, which no "+" task asks for) included."""
+    module = _random_plus(spec)
+    x = torch.randn(2, 9, 32, dtype=torch.double)
+    pad = torch.zeros(2, 9, dtype=torch.bool)
+    pad[0, 3:5] = True
+    pad[1, 8:] = True
+    allowed_B1TT = ~pad[:, None, None, :] & (torch.ones(9, 9, dtype=torch.bool).tril() if causal else True)
+    expected = _by_formula(module, x, allowed_B1TT)
+    torch.testing.assert_close(module(x, causal=causal, pad_mask_BT=pad), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("spec", RELATIVE, ids=lambda s: s.id)
+def test_relative_plus_bias_is_a_function_of_the_offset(spec: SharedProjectionVariant) -> None:
+    """S' - S sum(w) is Toeplitz, P[i, j] the sinusoid of i - j, and its sin channels make it asymmetric."""
+    module = _build(spec)
+    with torch.no_grad():
+        module.pos_weight.normal_()
+    x = torch.randn(1, 8, 32)
+    plain = _build(P.TIED_QK if spec.tie is Tie.QK else P.TIED_QKV)
+    plain.load_state_dict({k: v for k, v in module.state_dict().items() if not k.startswith("pos_")})
+    bias_TT = (module.scores(x) - plain.scores(x) * module.pos_weight.sum())[0, 0]
+    torch.testing.assert_close(bias_TT[1:, 1:], bias_TT[:-1, :-1])  # constant along every diagonal
+    assert (bias_TT - bias_TT.T).abs().max() > 1e-2
+    table_TTM = sinusoid_relative(8, P.PLUS_CHANNELS)
+    i, j = torch.tril_indices(8, 8)
+    torch.testing.assert_close(table_TTM[i, j], sinusoid_1d(8, P.PLUS_CHANNELS)[i - j], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("rel", "plus"), [(P.TIED_QK_REL, P.TIED_QK_POS), (P.TIED_QKV_REL, P.TIED_QKV_POS)])
+def test_relative_readings_are_diagnostics_of_the_plus_forms(
+    rel: SharedProjectionVariant, plus: SharedProjectionVariant
+) -> None:
+    plain = P.TIED_QK if plus.tie is Tie.QK else P.TIED_QKV
+    assert rel.ablates() == plus.id and rel.supports == plus.supports
+    assert rel.cache_layout(CONFIG) == plain.cache_layout(CONFIG)
+    assert rel.mechanism(CONFIG) != plus.mechanism(CONFIG) and rel.positional_channels == P.PLUS_CHANNELS
+    assert {k: v.shape for k, v in _build(rel).state_dict().items()} == {
+        k: v.shape for k, v in _build(plus).state_dict().items()
+    }  # the same m weights and bias b
+    assert rel.describe()["positional_2d"] != plus.describe()["positional_2d"]

@@ -63,6 +63,12 @@ PAPER_NAMES = {
 TABLE4_VARIANTS = ("qkv", "tied-kv", "tied-qk", "tied-qkv", "gqa4", "mqa", "tied-kv-gqa4", "tied-kv-mqa")
 
 
+def reported_gain(task: str, variant: str, base: str) -> float | None:
+    """The paper's `variant` - `base` on `task` (Tables 1 and 2, to their 3 decimals); None where either is missing."""
+    a, b = ({**TABLE1.get(v, {}), **TABLE2.get(v, {})}.get(task) for v in (variant, base))
+    return None if a is None or b is None else round(a - b, 3)
+
+
 def comparability(cells: Mapping[str, Mapping[str, Any]]) -> tuple[bool, list[str]]:
     """Whether one task's results can stand beside the paper's, and why not.
 

@@ -16,7 +16,7 @@ from typing import Any
 from bench import stats
 
 from .model import BASELINE, Cells
-from .paper import PAPER_NAMES
+from .paper import PAPER_NAMES, reported_gain
 from .scoring import seed_values
 
 HELD, NOT_HELD, INCONCLUSIVE = "held", "not held", "inconclusive"
@@ -246,6 +246,11 @@ def _holm(p_values: Sequence[float | None]) -> list[float | None]:
 
 
 ABLATIONS = (("fixed-scale", "the score scale sum(w) frozen at 1"), ("no-bias", "the per-key bias left out"))
+#: the second reading of each "+" variant's P: channels of the offset i - j, a relative-position bias
+RELATIVE = {"tied-qk-pos": "tied-qk-rel", "tied-qkv-pos": "tied-qkv-rel"}
+READINGS = ("row/column", "relative")  # the readings of P, in the order of `Evidence`'s gaps
+Gap = Mapping[str, Any]
+Evidence = tuple[float | None, Gap, Gap | None]  # the paper's (X)+ - X, ours by each reading
 
 
 def _gap(cells: Cells, task: str, a: str, b: str) -> dict[str, Any] | None:
@@ -286,7 +291,7 @@ def plus_ablation(cells: Cells) -> dict[str, Any]:
 
     `cells` must include the ablation records (`model.current_cells(..., ablations=True)`).
     """
-    rows, causes = [], []
+    rows, causes, evidence = [], [], []
     for base, plus in PLUS_PAIRS:
         for task in sorted(cells):
             ablated = {name: f"{plus}-{name}" for name, _ in ABLATIONS}
@@ -299,8 +304,12 @@ def plus_ablation(cells: Cells) -> dict[str, Any]:
             found = {name: g for name, g in parts.items() if g is not None}
             cause, sentence = _reading(plus, gap, found)
             causes.append(cause)
+            relative, paper = _gap(cells, task, RELATIVE[plus], base), reported_gain(task, plus, base)
+            evidence.append((paper, gap, relative))
             rows.append({"task": task, "variant": plus, "display_name": _name(plus), "base": _name(base),
                          "gap": _text(gap), **{name.replace("-", "_"): _text(g) for name, g in found.items()},
+                         "relative": _text(relative) if relative else None,
+                         "paper": None if paper is None else f"{paper:+.3f}",
                          "cause": cause, "reading": sentence, "n": gap["n"]})  # fmt: skip
     counted = {c: causes.count(c) for c in sorted(set(causes))}
     hurt = [r for r in rows if "hurts" in r["reading"]]
@@ -310,4 +319,35 @@ def plus_ablation(cells: Cells) -> dict[str, Any]:
         else f"{len(hurt)} of {len(rows)} (task, variant) pairs where + hurts; causes: "
         + ", ".join(f"{c} {n}" for c, n in counted.items())
     )
-    return {"rows": rows, "summary": summary, "parts": dict(ABLATIONS)}
+    return {"rows": rows, "summary": summary, "parts": dict(ABLATIONS), "readings": _readings(evidence)}
+
+
+def _readings(evidence: Sequence[Evidence]) -> dict[str, Any]:
+    """Which reading of P reproduces the study's "+" gains, from the paper's tables and our gaps.
+
+    On every (task, variant) where the paper reports (X)+ above X and both readings ran, a reading
+    reproduces the gain when its (X)+ - X interval lies above 0, and goes against it when below.
+    """
+    gained = [(gap, relative) for paper, gap, relative in evidence if paper is not None and paper > 0 and relative]
+    counts = {
+        name: {"reproduced": sum(g[i]["above"] for g in gained), "opposite": sum(g[i]["below"] for g in gained)}
+        for i, name in enumerate(READINGS)
+    }
+    if not gained:
+        return {"tested": 0, "counts": counts, "reproduces": None,
+                "sentence": "no task where the paper reports a + gain ran both readings of P"}  # fmt: skip
+    ours = [counts[name]["reproduced"] for name in READINGS]
+    best = "neither" if not any(ours) else "both" if len(set(ours)) == 1 else READINGS[ours.index(max(ours))]
+    verdict = {
+        "neither": "neither reading of P reproduces the study's + gains",
+        "both": "both readings of P reproduce as many of the study's + gains",
+    }.get(best, f"the {best} reading of P reproduces more of the study's + gains")
+    each = "; ".join(
+        f"the {name} reading reproduces {counts[name]['reproduced']}, goes against {counts[name]['opposite']}"
+        for name in READINGS
+    )
+    sentence = (
+        f"{verdict}: the paper reports (X)+ above X (Tables 1 and 2) on {len(gained)} (task, variant) pairs "
+        f"run here with both readings; {each}"
+    )
+    return {"tested": len(gained), "counts": counts, "reproduces": best, "sentence": sentence}

@@ -31,7 +31,8 @@ narrow it to one fit. `action`:
 
 Events, one JSON object a line, each with its run and pid: "start", "end" (with the fit's metrics) and
 "error" of each fit, keyed by task, variant, kind, seed, optimiser settings and task config; "saved" when
-a final fit's result reached `partial/<cell>/seed-<n>.json`; "fault" when the fault fires.
+a final fit's result reached `partial/<cell>/seed-<n>.json` or a tuning fit's trial was told to the Optuna
+storage (a process killed between a trial's fit and its tell loses that fit); "fault" when the fault fires.
 """
 
 from __future__ import annotations
@@ -186,6 +187,25 @@ def wrap_write_json_atomic(real: Callable[..., Any]) -> Callable[..., Any]:
     return write_json_atomic
 
 
+def wrap_open_study(real: Callable[..., Any]) -> Callable[..., Any]:
+    """The study bench opens, its `tell` logging "saved" for the tuning fit that just ended."""
+
+    def open_study(*args: Any, **kwargs: Any) -> Any:
+        study = real(*args, **kwargs)
+        tell = study.tell
+
+        def told(*targs: Any, **tkwargs: Any) -> Any:
+            out = tell(*targs, **tkwargs)
+            if STATE.last_key is not None and STATE.last_key["kind"] == "tune":
+                log("saved", key=STATE.last_key)
+            return out
+
+        study.tell = told
+        return study
+
+    return open_study
+
+
 def wrap_time_limit(real: Callable[..., Any]) -> Callable[..., Any]:
     def time_limit(seconds: float, what: str) -> Any:
         short = STATE.spec.get("time_limit") or {}
@@ -233,12 +253,14 @@ def install() -> None:
         import bench.loop
         import bench.store
         import bench.train
+        import bench.tuning
     except ImportError:  # a Python without bench (a tool the run starts): no fit to watch
         return
 
     # before bench.cells and bench.baselines import these names: they then hold the wrappers
     bench.train.fit = wrap_fit(bench.train.fit)
     bench.train.time_limit = wrap_time_limit(bench.train.time_limit)
+    bench.tuning.open_study = wrap_open_study(bench.tuning.open_study)
     bench.loop.FitLoop._train_step = wrap_train_step(bench.loop.FitLoop._train_step)  # type: ignore[method-assign]
     bench.store.write_json_atomic = wrap_write_json_atomic(bench.store.write_json_atomic)
     os.replace = wrap_replace(os.replace)

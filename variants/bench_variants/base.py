@@ -195,8 +195,12 @@ class VariantSpec(abc.ABC):
 
 def sinusoid_1d(n: int, channels: int, *, device: torch.device | None = None) -> Tensor:
     """(n, channels): position p as alternating sin/cos at geometrically spaced frequencies."""
-    pos = torch.arange(n, dtype=torch.float32, device=device)
-    idx = torch.arange(channels, dtype=torch.float32, device=device)
+    return _sinusoid(torch.arange(n, dtype=torch.float32, device=device), channels)
+
+
+def _sinusoid(pos: Tensor, channels: int) -> Tensor:
+    """(len(pos), channels): each value of the float vector `pos` encoded as in `sinusoid_1d`."""
+    idx = torch.arange(channels, dtype=torch.float32, device=pos.device)
     freq = torch.pow(10000.0, -2 * torch.div(idx, 2, rounding_mode="floor") / max(channels, 1))
     angle = pos[:, None] * freq[None, :]
     return torch.where(idx.long() % 2 == 0, torch.sin(angle), torch.cos(angle))
@@ -211,8 +215,9 @@ def sinusoid_2d(n: int, channels: int, *, device: torch.device | None = None) ->
     """The fixed 2D positional tensor P (n, n, m) of the study's "+" correction.
 
     The first ceil(m/2) channels encode the row index i and the rest the column index j, each with
-    `sinusoid_1d`. The paper gives no exact formula (UNCONFIRMED); this is our documented choice.
-    What matters for the mechanism is that P[i, j] != P[j, i], which makes scores asymmetric.
+    `sinusoid_1d`, as the paper describes it; the paper gives no exact formula (UNCONFIRMED), so this
+    row/column reading is our documented default and `sinusoid_relative` the second reading. What
+    matters for the mechanism is that P[i, j] != P[j, i], which makes scores asymmetric.
     """
     n_row = row_channels(channels)
     rows_NC = sinusoid_1d(n, n_row, device=device)
@@ -220,6 +225,30 @@ def sinusoid_2d(n: int, channels: int, *, device: torch.device | None = None) ->
     return torch.cat(
         [rows_NC[:, None, :].expand(n, n, n_row), cols_NC[None, :, :].expand(n, n, channels - n_row)], dim=-1
     )
+
+
+def sinusoid_offsets(n: int, channels: int, *, device: torch.device | None = None) -> Tensor:
+    """(2n - 1, channels): every offset i - j of two of n positions, -(n - 1) to n - 1, as `sinusoid_1d`.
+
+    Row `offset_index(n)[i, j]` holds the offset i - j; sin channels are odd in it, cos channels even.
+    """
+    return _sinusoid(torch.arange(1 - n, n, dtype=torch.float32, device=device), channels)
+
+
+def offset_index(n: int, *, device: torch.device | None = None) -> Tensor:
+    """(n, n) long: the row of `sinusoid_offsets(n, ...)` that holds the offset i - j."""
+    pos = torch.arange(n, device=device)
+    return pos[:, None] - pos[None, :] + (n - 1)
+
+
+def sinusoid_relative(n: int, channels: int, *, device: torch.device | None = None) -> Tensor:
+    """The relative reading of the study's P (n, n, m): all m channels encode the offset i - j.
+
+    The second natural reading of the paper's "2D sinusoidal tensor" (the exact P is UNCONFIRMED):
+    P w is then a learned Toeplitz bias that softmax does not cancel, and P[i, j] != P[j, i] through
+    its sin channels. `sinusoid_2d` is the first reading.
+    """
+    return sinusoid_offsets(n, channels, device=device)[offset_index(n, device=device)]
 
 
 def replace(spec: VariantSpec, **changes: object) -> VariantSpec:

@@ -1,6 +1,7 @@
 """The study's grid of attention variants, expressed once.
 
     tie pattern (none, Q=K, K=V, Q=K=V) x KV heads (H, g, 1) x 2D positional correction (off, m)
+    [x reading of the correction's P (rows and columns, or offsets i - j)]
 
 Every named variant of "Do Transformers Need Three Projections?" (Kayyam et al., ICML 2026) is a
 point of this grid; `presets.py` names them. One module implements the whole grid through
@@ -8,12 +9,20 @@ point of this grid; `presets.py` names them. One module implements the whole gri
 
 * the distinct projections are one fused `in_proj` whose output splits into the tied roles;
 * fewer KV heads than query heads use SDPA's grouped-query path;
-* the "+" correction S'_ij = S_ij * sum(w) + sum_c w_c P_ijc + b is linear in S, so it folds into
-  SDPA, not a hand-written softmax. P's row channels depend on i only and b on nothing, so they add
-  a constant to every score of row i, which softmax ignores; what remains is the scale sum(w) and a
-  per-key bias c_j = sum_{column c} w_c P_jc. Both enter SDPA's fast kernels through one extra head
-  dimension: q' = [sum(w) q, sqrt(d)], k' = [k, c_j + b], v' = [v, 0], scale 1/sqrt(d). (A learned
-  (T, T) float mask would force the slow math kernel for its gradient.)
+* the "+" correction S'_ij = S_ij * sum(w) + sum_c w_c P_ijc + b is linear in S, so it runs inside
+  SDPA, not a hand-written softmax. The paper does not define its fixed P (n, n, m) exactly
+  (UNCONFIRMED), and it has two natural readings (`Positional`), each exact to the formula:
+
+  - ROWCOL, the paper's description and the default: the first channels of P encode the row i, the
+    rest the column j (`sinusoid_2d`). Row channels depend on i only and b on nothing, so they add a
+    constant to every score of row i, which softmax ignores; what remains is the scale sum(w) and a
+    per-key bias c_j = sum_{column c} w_c P_jc. Both enter SDPA's fast kernels through one extra head
+    dimension: q' = [sum(w) q, sqrt(d)], k' = [k, c_j + b], v' = [v, 0], scale 1/sqrt(d). (A learned
+    (T, T) float mask would force the slow math kernel for its gradient.)
+  - RELATIVE: all m channels encode the offset i - j (`sinusoid_relative`), so P w is a learned
+    relative-position bias, a Toeplitz (T, T) matrix that softmax does not cancel. It enters SDPA as a
+    float mask (-inf where a bool mask disallows), paying the cost the fold above avoids; S * sum(w)
+    rides on the query. The (2T - 1, m) table of offsets is cached per (T, device).
 
 KV cache per token per layer = (1 if K=V else 2) x kv_heads x d_head x bytes per element.
 """
@@ -35,9 +44,12 @@ from .base import (
     Supports,
     TokenCache,
     VariantSpec,
+    offset_index,
     row_channels,
     sinusoid_1d,
     sinusoid_2d,
+    sinusoid_offsets,
+    sinusoid_relative,
 )
 
 
@@ -63,6 +75,13 @@ class Tie(enum.Enum):
         return self.roles[0] == self.roles[1]
 
 
+class Positional(enum.Enum):
+    """Which reading of the "+" correction's fixed 2D tensor P (the paper leaves it UNCONFIRMED)."""
+
+    ROWCOL = "rowcol"  # channels of the row i and of the column j: a temperature and a per-key bias
+    RELATIVE = "relative"  # channels of the offset i - j: a temperature and a relative-position bias
+
+
 def sdpa_mask(
     t_q: int, t_k: int, causal: bool, pad_mask_BT: Tensor | None, device: torch.device
 ) -> tuple[Tensor | None, bool]:
@@ -75,6 +94,11 @@ def sdpa_mask(
         return None, True  # SDPA's fused causal path
     if simple_causal and t_q == 1:  # one new token sees the whole cache: no mask
         return None, False
+    return allowed_mask(t_q, t_k, causal, pad_mask_BT, device), False
+
+
+def allowed_mask(t_q: int, t_k: int, causal: bool, pad_mask_BT: Tensor | None, device: torch.device) -> Tensor | None:
+    """Bool, True where query i (of the last t_q positions) may see key j, broadcastable to (B, H, t_q, t_k)."""
     allowed: Tensor | None = None
     if causal:
         offset = t_k - t_q
@@ -83,7 +107,7 @@ def sdpa_mask(
     if pad_mask_BT is not None:
         keep_B11T = ~pad_mask_BT[:, None, None, :]
         allowed = keep_B11T if allowed is None else allowed & keep_B11T
-    return allowed, False
+    return allowed
 
 
 class SharedProjectionAttention(Attention):
@@ -97,6 +121,7 @@ class SharedProjectionAttention(Attention):
         positional_channels: int = 0,
         plus_scale: bool = True,
         plus_bias: bool = True,
+        positional: Positional = Positional.ROWCOL,
     ) -> None:
         super().__init__()
         self.tie, self.n_heads, self.kv_heads = tie, config.n_heads, kv_heads
@@ -109,6 +134,7 @@ class SharedProjectionAttention(Attention):
         self.positional_channels = positional_channels
         # the "+" ablations: the score scale sum(w) frozen at 1, or the per-key bias c_j + b left out
         self.plus_scale, self.plus_bias = plus_scale, plus_bias
+        self.relative = positional is Positional.RELATIVE and positional_channels > 0
         if positional_channels:
             # the 1x1 map folding the m positional channels (plus the score) back to one score;
             # initialised to sum(w) = 1 so the block starts as plain attention plus a small bias
@@ -116,6 +142,7 @@ class SharedProjectionAttention(Attention):
             if plus_bias:
                 self.pos_bias = nn.Parameter(torch.zeros(()))
         self._pos_table: dict[tuple[int, torch.device], Tensor] = {}
+        self._offset_table: dict[tuple[int, torch.device], tuple[Tensor, Tensor]] = {}
 
     def _project(self, x_BTD: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         B, T, _ = x_BTD.shape
@@ -145,6 +172,17 @@ class SharedProjectionAttention(Attention):
         q = torch.cat([q * self._score_scale(), q_col], dim=-1)  # S * sum(w)
         return q, torch.cat([k, k_col], dim=-1), F.pad(v, (0, 1))
 
+    def _relative_bias(self, t_q: int, t_k: int, device: torch.device) -> Tensor:
+        """(t_q, t_k) sum_c w_c P_ijc + b with P of the offsets i - j; queries are the last t_q positions."""
+        key = (t_k, device)
+        if key not in self._offset_table:
+            m = self.positional_channels
+            self._offset_table[key] = (sinusoid_offsets(t_k, m, device=device), offset_index(t_k, device=device))
+        table_OM, index_TT = self._offset_table[key]
+        bias_O = table_OM.to(self.pos_weight.dtype) @ self.pos_weight  # one value per offset: (2 t_k - 1,)
+        # b rides along: softmax cancels it exactly (its gradient is 0), as in the paper's formula
+        return bias_O[index_TT[t_k - t_q :]] + self.pos_bias
+
     def _score_scale(self) -> Tensor:
         """sum(w), the factor the "+" correction puts on S (1, constant, in the frozen-scale ablation)."""
         total = self.pos_weight.sum()
@@ -161,10 +199,14 @@ class SharedProjectionAttention(Attention):
         return k_BGTK, k_BGTK
 
     def _masking(
-        self, t_q: int, t_k: int, causal: bool, pad_mask_BT: Tensor | None, cache: TokenCache | None, device: torch.device
+        self, t_q: int, t_k: int, causal: bool, pad_mask_BT: Tensor | None, cache: TokenCache | None, q: Tensor
     ) -> tuple[Tensor | None, bool]:
-        """The mask for SDPA and whether to use its fused causal path instead."""
-        return sdpa_mask(t_q, t_k, causal, pad_mask_BT, device)
+        """(attn_mask, is_causal) for SDPA: the fused causal path where it applies; the relative bias as floats."""
+        if self.relative and self.plus_bias:
+            allowed = allowed_mask(t_q, t_k, causal, pad_mask_BT, q.device)
+            bias_TT = self._relative_bias(t_q, t_k, q.device).to(q.dtype)
+            return (bias_TT if allowed is None else torch.where(allowed, bias_TT, -math.inf)), False
+        return sdpa_mask(t_q, t_k, causal, pad_mask_BT, q.device)
 
     def forward(
         self,
@@ -177,8 +219,10 @@ class SharedProjectionAttention(Attention):
         B, T, D = x_BTD.shape
         q_BHTK, k_BGTK, v_BGTK = self._project(x_BTD)
         k_BGTK, v_BGTK = self._cached(k_BGTK, v_BGTK, cache)
-        mask, is_causal = self._masking(T, k_BGTK.shape[2], causal, pad_mask_BT, cache, x_BTD.device)
-        if self.positional_channels:
+        mask, is_causal = self._masking(T, k_BGTK.shape[2], causal, pad_mask_BT, cache, q_BHTK)
+        if self.relative:
+            q_BHTK = q_BHTK * self._score_scale()  # S * sum(w); the bias is in the mask
+        elif self.positional_channels:
             q_BHTK, k_BGTK, v_BGTK = self._fold_positional(q_BHTK, k_BGTK, v_BGTK)
         y_BHTK = F.scaled_dot_product_attention(
             q_BHTK,
@@ -196,14 +240,16 @@ class SharedProjectionAttention(Attention):
     def scores(self, x_BTD: Tensor) -> Tensor:
         """Pre-softmax scores (B, H, T, T) without masks, by the paper's formula (for analysis and tests).
 
-        With the "+" correction: S' = S * sum(w) + P @ w + b, with the full 2D tensor P.
+        With the "+" correction: S' = S * sum(w) + P @ w + b, with the full 2D tensor P of the module's
+        reading (row and column channels, or channels of the offset i - j).
         """
         q_BHTK, k_BGTK, _ = self._project(x_BTD)
         k_BHTK = k_BGTK.repeat_interleave(self.n_heads // self.kv_heads, dim=1)
         s_BHTT = (q_BHTK @ k_BHTK.transpose(-1, -2)) / math.sqrt(self.head_dim)
         if self.positional_channels:
             T = x_BTD.shape[1]
-            table_TTM = sinusoid_2d(T, self.positional_channels, device=x_BTD.device).to(s_BHTT.dtype)
+            full_p = sinusoid_relative if self.relative else sinusoid_2d
+            table_TTM = full_p(T, self.positional_channels, device=x_BTD.device).to(s_BHTT.dtype)
             s_BHTT = s_BHTT * self._score_scale()
             if self.plus_bias:
                 s_BHTT = s_BHTT + table_TTM @ self.pos_weight + self.pos_bias
@@ -214,8 +260,11 @@ class SharedProjectionAttention(Attention):
 class SharedProjectionVariant(VariantSpec):
     """A point of the study's grid. `kv_heads=None` means one KV head per query head.
 
+    `positional` picks the reading of the "+" correction's P (see the module docstring); the default,
+    rows and columns, leaves `describe()` and so every cell id as they were before the second reading.
+
     Reference: Kayyam, Madan Gopal, Lewis, "Do Transformers Need Three Projections?", ICML 2026;
-    GQA/MQA: Ainslie et al. 2023, Shazeer 2019.
+    GQA/MQA: Ainslie et al. 2023, Shazeer 2019; relative-position bias: Shaw et al. 2018, Raffel et al. 2020.
     """
 
     id: str
@@ -227,7 +276,8 @@ class SharedProjectionVariant(VariantSpec):
     summary: str = ""
     plus_scale: bool = True  # ablation: False freezes the "+" score scale sum(w) at 1
     plus_bias: bool = True  # ablation: False leaves out the "+" per-key bias
-    ablation_of: str = ""  # the id of the variant an ablation preset ablates
+    ablation_of: str = ""  # the id of the variant an ablation (or a second reading of "+") diagnoses
+    positional: Positional = Positional.ROWCOL  # the reading of the "+" correction's P
 
     @property
     def supports(self) -> Supports:  # type: ignore[override]
@@ -263,7 +313,8 @@ class SharedProjectionVariant(VariantSpec):
     def mechanism(self, config: AttentionConfig) -> tuple[object, ...] | None:
         # the grid point this preset lands on at `config`: GQA-4 at H=4 is QKV, Q-GQA-4 at H=4 is Q-K=V
         plus = (self.positional_channels, self.plus_scale, self.plus_bias) if self.positional_channels else (0,)
-        return ("shared-projection", self.tie.value, self.n_kv_heads(config), *plus)
+        reading = (self.positional.value,) if self._relative else ()  # the default reading keeps its old key
+        return ("shared-projection", self.tie.value, self.n_kv_heads(config), *plus, *reading)
 
     def ablates(self) -> str | None:
         return self.ablation_of or None
@@ -277,7 +328,13 @@ class SharedProjectionVariant(VariantSpec):
         if reason:
             raise ValueError(f"variant {self.id!r} cannot run n_heads={config.n_heads}: {reason}")
         return SharedProjectionAttention(
-            config, self.tie, self.n_kv_heads(config), self.positional_channels, self.plus_scale, self.plus_bias
+            config,
+            self.tie,
+            self.n_kv_heads(config),
+            self.positional_channels,
+            self.plus_scale,
+            self.plus_bias,
+            self.positional,
         )
 
     def cache_layout(self, config: AttentionConfig) -> CacheLayout:
@@ -287,10 +344,17 @@ class SharedProjectionVariant(VariantSpec):
     def describe(self) -> dict[str, str]:
         g = "H" if self.kv_heads is None else str(self.kv_heads)
         pos = f"m={self.positional_channels}" if self.positional_channels else "off"
+        # only the relative reading and ablations carry more, so the study's variants keep their cell ids
+        pos += ", offsets i-j" if self._relative else ""
         out = {**super().describe(), "tie": self.tie.value, "kv_heads": g, "positional_2d": pos}
-        if self.ablation_of:  # only ablations carry these, so the study's variants keep their cell ids
+        if self.ablation_of:
+            bias = "relative-position bias" if self._relative else "per-key bias"
             out["ablates"] = self.ablation_of
             out["plus_parts"] = ", ".join(
-                part for part, on in (("learned scale sum(w)", self.plus_scale), ("per-key bias", self.plus_bias)) if on
+                part for part, on in (("learned scale sum(w)", self.plus_scale), (bias, self.plus_bias)) if on
             )
         return out
+
+    @property
+    def _relative(self) -> bool:
+        return self.positional is Positional.RELATIVE and self.positional_channels > 0

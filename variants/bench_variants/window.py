@@ -28,9 +28,9 @@ class SlidingWindowAttention(SharedProjectionAttention):
         self.window = window
 
     def _masking(
-        self, t_q: int, t_k: int, causal: bool, pad_mask_BT: Tensor | None, cache: TokenCache | None, device: torch.device
+        self, t_q: int, t_k: int, causal: bool, pad_mask_BT: Tensor | None, cache: TokenCache | None, q: Tensor
     ) -> tuple[Tensor | None, bool]:
-        k_pos = cache.key_positions() if cache is not None else torch.arange(t_k, device=device)
+        k_pos = cache.key_positions() if cache is not None else torch.arange(t_k, device=q.device)
         q_pos = k_pos[-t_q:]  # the new tokens are the last keys
         offset_QK = q_pos[:, None] - k_pos[None, :]
         allowed = (offset_QK < self.window) & (offset_QK >= 0 if causal else offset_QK > -self.window)

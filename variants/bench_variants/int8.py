@@ -1,0 +1,158 @@
+"""An int8 KV cache, as an option that crosses any decoding variant (`int8_cache(TIED_KV)`).
+
+Mechanism: every cached vector (one token, one head, one cached tensor) is stored as int8 with one
+float16 scale, absmax / 127 (symmetric, per-token per-head groups, as in KIVI's key/value quantization
+without its per-channel grouping); attention reads the dequantized values. The model trains in full
+precision; in evaluation, full passes read keys and values through the same quantization (a scratch
+cache), so decoding equals the full pass and the quality measured is the quality with an int8 cache.
+Stated error: each element is off by at most half a step, absmax / 254 of its group, plus 2^-10 of
+absmax from the float16 rounding of the scale.
+Reference: Hooper et al. 2024 (KVQuant, arXiv:2401.18079); Liu et al. 2024 (KIVI, arXiv:2402.02750).
+Cache per token per layer: the variant's elements x 1 byte + 2 bytes per (tensor, head) group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .base import Attention, AttentionConfig, CacheSpec, Supports, TokenCache, VariantSpec
+
+SCALE_DTYPE = torch.float16
+
+
+def quantize(x_BHTK: Tensor) -> tuple[Tensor, Tensor]:
+    """(int8 values, float16 scales (B, H, T, 1)) of `x_BHTK`, one scale per vector of the last dimension."""
+    absmax = x_BHTK.detach().abs().amax(dim=-1, keepdim=True).float()
+    scale = (absmax / 127).to(SCALE_DTYPE).clamp_min(torch.finfo(SCALE_DTYPE).tiny)
+    q = torch.round(x_BHTK.float() / scale.float()).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def dequantize(q: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
+    return q.to(dtype) * scale.to(dtype)
+
+
+class Int8TokenCache(TokenCache):
+    """A `TokenCache` that holds int8 values and a float16 scale per cached vector; it reads back dequantized."""
+
+    def __init__(
+        self,
+        shapes: Sequence[tuple[int, int]],
+        batch_size: int,
+        capacity: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        window: int | None = None,
+    ) -> None:
+        super().__init__(shapes, batch_size, capacity, dtype, device, window)
+        self.scales = [torch.ones((batch_size, heads, self.slots, 1), dtype=SCALE_DTYPE, device=device)
+                       for heads, _ in self.shapes]  # fmt: skip
+
+    def _buffer(self, batch: int, heads: int, dim: int, device: torch.device | str) -> Tensor:
+        return torch.zeros((batch, heads, self.slots, dim), dtype=torch.int8, device=device)
+
+    def _store(self, kind: int, index: slice | Tensor, new_BHTK: Tensor) -> None:
+        self.tensors[kind][:, :, index], self.scales[kind][:, :, index] = quantize(new_BHTK)
+
+    def _load(self, kind: int, index: slice | Tensor) -> Tensor:
+        return dequantize(self.tensors[kind][:, :, index], self.scales[kind][:, :, index], self.dtype)
+
+    def _roundtrip(self, new_BHTK: Tensor) -> Tensor:
+        return dequantize(*quantize(new_BHTK), new_BHTK.dtype)
+
+    def held(self) -> list[Tensor]:
+        return [*self.tensors, *self.scales]
+
+
+class Int8Attention(Attention):
+    """A variant's attention whose full passes in evaluation read K and V through an int8 cache."""
+
+    def __init__(self, inner: Attention, spec: Int8Cached, config: AttentionConfig) -> None:
+        super().__init__()
+        self.inner, self._spec, self._config = inner, spec, config
+
+    def forward(
+        self,
+        x_BTD: Tensor,
+        *,
+        causal: bool = False,
+        pad_mask_BT: Tensor | None = None,
+        cache: TokenCache | None = None,
+    ) -> Tensor:
+        if cache is None and not self.training:  # what decoding would read: a scratch int8 cache of this pass
+            B, T, _ = x_BTD.shape
+            cache = self._spec.new_cache(self._config, B, T, x_BTD.dtype, x_BTD.device)
+        return self.inner(x_BTD, causal=causal, pad_mask_BT=pad_mask_BT, cache=cache)
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Cached(VariantSpec):
+    """`base` with its cache held in int8 (see the module docstring)."""
+
+    base: VariantSpec
+    id: str = ""
+    display_name: str = ""
+    version: str = "1"
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", self.id or f"{self.base.id}-int8")
+        object.__setattr__(self, "display_name", self.display_name or f"{self.base.display_name} int8")
+        object.__setattr__(self, "summary", self.summary or f"{self.base.display_name} with an int8 KV cache")
+
+    @property
+    def supports(self) -> Supports:  # type: ignore[override]
+        return dataclasses.replace(self.base.supports, non_causal=False)  # a cache option: where a model decodes
+
+    @property
+    def reference(self) -> str:  # type: ignore[override]
+        own = "Hooper et al. 2024 (KVQuant, arXiv:2401.18079); Liu et al. 2024 (KIVI, arXiv:2402.02750)"
+        return f"{own}; {self.base.reference}" if self.base.reference else own
+
+    def check(self, config: AttentionConfig) -> str | None:
+        if not self.base.supports.decoding:
+            return f"{self.base.display_name} does not decode, so it has no cache to quantize"
+        return self.base.check(config)
+
+    def mechanism(self, config: AttentionConfig) -> tuple[object, ...] | None:
+        return ("int8-cache", self.base.mechanism(config) or self.base.id)
+
+    def build(self, config: AttentionConfig) -> Attention:
+        return Int8Attention(self.base.build(config), self, config)
+
+    def build_layers(self, config: AttentionConfig, n_layers: int) -> list[Attention]:
+        return [Int8Attention(layer, self, config) for layer in self.base.build_layers(config, n_layers)]
+
+    def _base_cache(self, config: AttentionConfig) -> TokenCache:
+        return self.base.new_cache(config, 1, 1, device="meta")
+
+    def cache_spec(self, config: AttentionConfig) -> CacheSpec:
+        spec, groups = self.base.cache_spec(config), sum(heads for heads, _ in self._base_cache(config).shapes)
+        scale_bytes = groups * SCALE_DTYPE.itemsize
+        formula = f"{spec.elements_per_token} x 1 B + {groups} scales x {SCALE_DTYPE.itemsize} B"
+        formula += f", last {spec.window} tokens" if spec.window else ""
+        formula += f" / {spec.share_layers} layers" if spec.share_layers > 1 else ""
+        return dataclasses.replace(spec, element_bytes=1, scale_bytes_per_token=scale_bytes, formula=formula)
+
+    def new_cache(
+        self,
+        config: AttentionConfig,
+        batch_size: int,
+        capacity: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> TokenCache:
+        base = self._base_cache(config)
+        return Int8TokenCache(base.shapes, batch_size, capacity, dtype, device, base.window)
+
+    def describe(self) -> dict[str, str]:
+        return {**super().describe(), "base": self.base.id, "base_version": self.base.version, "cache": "int8"}
+
+
+def int8_cache(base: VariantSpec) -> Int8Cached:
+    """`base` with an int8 KV cache, as variant `<base id>-int8`."""
+    return Int8Cached(base)
