@@ -58,7 +58,7 @@ def test_a_lying_cache_fails_exactly_the_bytes_check(liar_module: str, capsys: p
     code, text = _run(["check-variant", liar_module], capsys)
     assert code == 1
     assert "1 check(s) failed: declared bytes = held bytes" in text  # that one and no other
-    assert "declares 20,480 B (kv_cache_bytes, from cache_layout) but its cache holds 10,240 B" in text
+    assert "declares 20,480 B (kv_cache_bytes, from cache_spec) but its cache holds 10,240 B" in text
     for check in ("construction", "shapes", "masks", "causality", "decoding = full pass", "no NaN over a short fit"):
         assert f"│ {check} │ pass │" in text  # the other rows are still shown, and pass
     assert "│ speed vs SDPA │ info │" in text

@@ -17,8 +17,9 @@ def _inputs(config: AttentionConfig, batch: int = 2, seq: int = 7) -> torch.Tens
 def test_declares_identity(spec: VariantSpec) -> None:
     assert spec.id and spec.id == spec.id.strip() and " " not in spec.id
     assert spec.display_name and spec.version
-    layout = spec.cache_layout(small_config_for(spec))
-    assert layout.tensors_per_head in (1, 2) and layout.kv_heads >= 1 and layout.head_dim >= 1
+    declared = spec.cache_spec(small_config_for(spec))
+    assert declared.elements_per_token >= 1 or declared.state_elements >= 1
+    assert declared.bytes(10, 2) > 0 and declared.formula
 
 
 def test_output_shape(spec: VariantSpec) -> None:

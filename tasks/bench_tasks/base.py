@@ -245,6 +245,8 @@ class Task(abc.ABC):
         """Why `variant` cannot run this task at `config` (the cell is then n/a), or None."""
         if self.causal and not variant.supports.causal:
             return f"{variant.display_name} declares no causal support and {self.id} is a causal task"
+        if not self.causal and not variant.supports.non_causal:
+            return f"{variant.display_name} is a decoder cache design (causal tasks only) and {self.id} is not causal"
         return variant.check(config.attention)
 
     def describe(self) -> dict[str, str]:

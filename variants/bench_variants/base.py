@@ -116,6 +116,7 @@ class VariantSpec(abc.ABC):
     supports: Supports
     summary: str = ""  # one line: the mechanism
     reference: str = ""  # where the design comes from: authors, year, venue or arXiv id
+    decode_atol: float = 1e-5  # max |logit diff| of decoding against the full pass, fp32 (larger for a lossy cache)
 
     @abc.abstractmethod
     def build(self, config: AttentionConfig) -> Attention:

@@ -291,7 +291,8 @@ class SharedProjectionVariant(VariantSpec):
         if self.tie == Tie.NONE and self.kv_heads is None:
             return "Vaswani et al., NeurIPS 2017 (arXiv:1706.03762)"
         if self.kv_heads == 1:
-            return f"MQA: Shazeer 2019 (arXiv:1911.02150); {study}" if self.tie == Tie.KV else "Shazeer 2019 (arXiv:1911.02150)"
+            mqa = "Shazeer 2019 (arXiv:1911.02150)"
+            return f"MQA: {mqa}; {study}" if self.tie == Tie.KV else mqa
         if self.kv_heads is not None:
             gqa = "GQA: Ainslie et al., EMNLP 2023 (arXiv:2305.13245)"
             return f"{gqa}; {study}" if self.tie == Tie.KV else gqa

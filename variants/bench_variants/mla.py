@@ -60,13 +60,15 @@ class LatentAttention(Attention):
         if cache is not None:  # what is cached: the latent and the rotated positional key
             c_B1TC, k_rope_B1TR = cache.append(c_B1TC, k_rope_B1TR)
         t_k = c_B1TC.shape[2]
-        k_BHTK, v_BHTK = self.up_kv(c_B1TC[:, 0]).view(B, t_k, 2 * self.n_heads, self.head_dim).transpose(1, 2).chunk(2, 1)
+        kv_BNTK = self.up_kv(c_B1TC[:, 0]).view(B, t_k, 2 * self.n_heads, self.head_dim).transpose(1, 2)
+        k_BHTK, v_BHTK = kv_BNTK.chunk(2, dim=1)
         q_BHTE = self.q_proj(x_BTD).view(B, T, self.n_heads, -1).transpose(1, 2)
         q_BHTE = torch.cat([q_BHTE[..., : self.head_dim], rope(q_BHTE[..., self.head_dim :], start)], dim=-1)
         k_BHTE = torch.cat([k_BHTK, k_rope_B1TR.expand(B, self.n_heads, t_k, self.rope_dim)], dim=-1)
         mask, is_causal = sdpa_mask(T, t_k, causal, pad_mask_BT, x_BTD.device)
+        dropout = self.dropout if self.training else 0.0
         y_BHTK = F.scaled_dot_product_attention(
-            q_BHTE, k_BHTE, v_BHTK, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
+            q_BHTE, k_BHTE, v_BHTK, attn_mask=mask, dropout_p=dropout, is_causal=is_causal
         )
         return self.out_proj(y_BHTK.transpose(1, 2).reshape(B, T, D))
 

@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from .cla import CrossLayerVariant
 from .grid import Positional, SharedProjectionVariant, Tie
+from .int8 import int8_cache
+from .mla import LatentVariant
+from .window import SlidingWindowVariant
 
 #: m of the "+" correction: the paper's value for synthetic and anomaly tasks (50 for vision, UNCONFIRMED)
 PLUS_CHANNELS = 10
