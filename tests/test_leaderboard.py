@@ -823,3 +823,30 @@ def test_compare_view_and_family_filter_follow_the_address(built: dict[str, Any]
     # every family ticked again is the default view: the address drops the filter
     assert "compare=qkv%2Ctied-qkv%2Ctied-kv" in url and "family=" not in url and heads_after == 4
     assert empty and errors == []
+
+
+def _with_long_context(r: dict[str, Any], at_32k: int) -> dict[str, Any]:
+    per_token = r["costs"]["kv_bytes_per_token"]
+    r["costs"]["kv_bytes_long_context"] = {"8192": min(at_32k, per_token * 8192), "32768": at_32k}
+    return r
+
+
+def test_a_bounded_cache_wins_the_front_at_the_long_context(tmp_path: Path) -> None:
+    """MQA has fewer bytes per token, but a 16-token window holds fewer bytes at 32k tokens: with the
+    long-context figures the windowed variant (here posing as tied-kv) is on the front, MQA is not."""
+    qkv = record("lm", "qkv", LM_QKV, LM_QKV)
+    window = record("lm", "tied-kv", [19.0, 19.2, 19.1], LM_QKV)  # better perplexity, and bounded
+    mqa = record("lm", "mqa", [19.5, 19.6, 19.4], LM_QKV)
+    per_token_board = board([qkv, window, mqa], [], {})
+    front = {r["variant"] for r in group(per_token_board, "lm")["rows"] if r["pareto_front"]}
+    assert front == {"tied-kv", "mqa"}  # per token: MQA's 16 B beat the window's 64 B
+    records = [_with_long_context(qkv, 64 * 32768), _with_long_context(window, 32 * 16),
+               _with_long_context(mqa, 16 * 32768)]  # fmt: skip
+    data = board(records, [], {})
+    lm = group(data, "lm")
+    assert {r["variant"] for r in lm["rows"] if r["pareto_front"]} == {"tied-kv"}
+    assert "bytes at 32k tokens" in scatter(lm)["x_label"]
+    rows = {r["variant"]: r for r in lm["rows"]}
+    assert rows["tied-kv"]["kv_bytes_at_32k"] == 512 and rows["tied-kv"]["kv_bytes_at_8k"] == 512
+    html = render_html(data)
+    assert "512 B" in html_rows(html, "lm")["tied-kv"] and "2.0 MiB" in html_rows(html, "lm")["qkv"]

@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import sys
 import tempfile
@@ -34,7 +35,7 @@ CSV_COLUMNS = (
     "mean", "ci95_low", "ci95_high", "n", "diff_vs_qkv", "diff_ci95_low", "diff_ci95_high", "diff_relative",
     "significant", "p_value", "q_value", "ci_method", "parameters", "n_heads", "kv_heads", "head_dim",
     "tensors_per_head",
-    "context_length", "kv_bytes_per_token", "kv_bytes_at_context",
+    "context_length", "kv_bytes_per_token", "kv_bytes_at_context", "kv_bytes_at_8k", "kv_bytes_at_32k",
     "kv_reduction", "kv_measured_bytes_held", "kv_measured_reduction", "examples_per_second",
     "decode_tokens_per_second", "peak_memory_bytes",
     "best_params", "trials_finished", "trials_budget", "seeds", "data_kind", "data_name", "pareto_front", "git_sha",
@@ -130,10 +131,12 @@ def compare_view(groups: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _mark_front(group: dict[str, Any]) -> None:
-    """Flag the rows on the group's Pareto front (fewer KV bytes per token, better quality); none unless it learns."""
+    """Flag the rows on the group's Pareto front (fewer KV bytes at the long context, better quality);
+    none unless it learns."""
     rows = [r for r in group["rows"] if model.competes(r) and r.get("kv_bytes_per_token") is not None]
     rows = rows if group["gate"]["learns"] else []
-    front = set(plots.pareto_front([(r["kv_bytes_per_token"], r["mean"]) for r in rows], group["higher_is_better"]))
+    key, _ = plots.cache_axis(rows)
+    front = set(plots.pareto_front([(r[key], r["mean"]) for r in rows], group["higher_is_better"]))
     for row in group["rows"]:
         row["pareto_front"] = False
     for i, row in enumerate(rows):
@@ -214,6 +217,15 @@ def _mib(value: Any) -> str:
     return "–" if value is None or isinstance(value, bool) else f"{value / 2**20:,.0f} MiB"
 
 
+def _size(value: Any) -> str:
+    """Bytes in the largest binary unit that keeps the figure at 1 or more: 8.0 KiB, 16.0 MiB."""
+    if value is None or isinstance(value, bool):
+        return "–"
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    power = min(len(units) - 1, int(math.log(value, 1024)) if value >= 1 else 0)
+    return f"{value / 1024**power:,.1f} {units[power]}" if power else f"{value:,.0f} B"
+
+
 def _pct(value: Any, signed: bool = False) -> str:
     if value is None:
         return "–"
@@ -245,7 +257,9 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(num=_num, int=_int, mib=_mib, pct=_pct, sortkey=_sortkey, pretty=_pretty, params=_params)
+    env.filters.update(
+        num=_num, int=_int, mib=_mib, size=_size, pct=_pct, sortkey=_sortkey, pretty=_pretty, params=_params
+    )
     return env
 
 

@@ -77,12 +77,20 @@ def _comparison(record: Mapping[str, Any], base_mean: float | None) -> dict[str,
     return {**{k: comp.get(k) for k in keys}, "mean_diff": diff, "relative": relative, "q_value": None}
 
 
+#: the long contexts whose declared cache bytes the page shows (a bounded or shared cache's worth shows
+#: there); the Pareto fronts use LONG_CONTEXT's
+LONG_CONTEXTS = (8_192, 32_768)
+LONG_CONTEXT = 32_768
+
+
 def _kv(costs: Mapping[str, Any], base: Mapping[str, Any] | None) -> dict[str, Any]:
     measured = costs.get("kv_measured") if isinstance(costs.get("kv_measured"), Mapping) else None
+    long = _dict(costs.get("kv_bytes_long_context"))
     out: dict[str, Any] = {
         "context_length": costs.get("context_length"),
         "kv_bytes_per_token": _num(costs.get("kv_bytes_per_token")),
         "kv_bytes_at_context": _num(costs.get("kv_bytes_at_context")),
+        **{f"kv_bytes_at_{tokens // 1024}k": _num(long.get(str(tokens))) for tokens in LONG_CONTEXTS},
         "kv_measured": {k: measured.get(k) for k in ("dtype", "tokens", "bytes_held", "bytes_derived")}
         if measured
         else None,

@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+LONG_KEY = "kv_bytes_at_32k"  # a row's declared cache bytes at model.LONG_CONTEXT tokens
 WIDTH, HEIGHT = 440, 270
 LEFT, RIGHT, TOP, BOTTOM = 60, 18, 14, 42
 
@@ -133,6 +134,14 @@ def _at_heads(rows: Sequence[Mapping[str, Any]]) -> str:
     return f", at H={heads.pop()}" if len(heads) == 1 and None not in heads else ""
 
 
+def cache_axis(rows: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    """(row key, axis words) of the cache figure fronts and plots use: the declared bytes at the long
+    context, where bounded and shared caches show their worth, when every row has it; else per token."""
+    if rows and all(r.get(LONG_KEY) is not None for r in rows):
+        return LONG_KEY, f"KV-cache bytes at {LONG_KEY.removeprefix('kv_bytes_at_')} tokens"
+    return "kv_bytes_per_token", "KV-cache bytes per token"
+
+
 def scatter(group: Mapping[str, Any]) -> dict[str, Any]:
     """SVG geometry for one task group: fresh ok rows with a cache size, CI bars, front marked.
 
@@ -146,11 +155,12 @@ def scatter(group: Mapping[str, Any]) -> dict[str, Any]:
     """
     rows = [r for r in group["rows"] if r["state"] == "ok" and not r.get("ablates")]
     rows = [r for r in rows if r.get("kv_bytes_per_token") is not None]
+    key, words = cache_axis(rows)
     base: dict[str, Any] = {"width": WIDTH, "height": HEIGHT, "left": LEFT, "top": TOP, "right": WIDTH - RIGHT}
     base.update(bottom=HEIGHT - BOTTOM, y_label=f"{group['metric']} ({group['direction']})")
     if not rows:
         return {**base, "points": [], "x_ticks": [], "y_ticks": [], "front_path": "", "x_label": "", "unlabelled": []}
-    pts = [(float(r["kv_bytes_per_token"]), float(r["mean"])) for r in rows]
+    pts = [(float(r[key]), float(r["mean"])) for r in rows]
     # a task whose QKV does not beat the trivial baseline has no meaningful front: points only
     front = pareto_front(pts, group["higher_is_better"]) if group["gate"]["learns"] else []
     x_of, x_ticks, log = _x_axis([p[0] for p in pts], WIDTH - LEFT - RIGHT)
@@ -162,7 +172,7 @@ def scatter(group: Mapping[str, Any]) -> dict[str, Any]:
             "y_lo": round(y_of(r["ci95_low"]), 2),
             "y_hi": round(y_of(r["ci95_high"]), 2),
             "label": _short(r["display_name"]),
-            "title": f"{r['display_name']} ({r['variant']}): {y:.4g} at {x:g} B/token{_at_heads([r])}",
+            "title": f"{r['display_name']} ({r['variant']}): {y:.4g} at {x:g} B ({words}){_at_heads([r])}",
             "front": i in front,
         }
         for i, (r, (x, y)) in enumerate(zip(rows, pts, strict=True))
@@ -187,5 +197,5 @@ def scatter(group: Mapping[str, Any]) -> dict[str, Any]:
         "y_ticks": [{"pos": round(y_of(v), 2), "label": s} for v, s in y_ticks],
         "front_path": path,
         "unlabelled": unlabelled,
-        "x_label": f"KV-cache bytes per token (fp16{_at_heads(rows)}{', log scale' if log else ''})",
+        "x_label": f"{words} (fp16{_at_heads(rows)}{', log scale' if log else ''})",
     }
