@@ -156,3 +156,20 @@ def test_decoder_designs_are_n_a_on_tasks_that_are_not_causal() -> None:
     reason = reverse.check(MLA, reverse.config("smoke"))
     assert reason is not None and "causal tasks only" in reason
     assert lm.check(MLA, lm.config("smoke")) is None
+
+
+def test_an_int8_variant_trains_as_its_base_and_evaluates_through_int8() -> None:
+    """Same parameter names (so paired seeds start it from its base's values), the same training pass;
+    only evaluation reads K and V through the int8 cache."""
+    from bench_variants.presets import QKV_INT8
+
+    base, int8 = _model(QKV, layers=2), _model(QKV_INT8, layers=2)
+    assert list(base.state_dict()) == list(int8.state_dict())
+    int8.load_state_dict(base.state_dict())
+    idx = torch.randint(31, (2, 12))
+    base.train(), int8.train()
+    torch.testing.assert_close(int8(idx), base(idx), rtol=0, atol=0)
+    base.eval(), int8.eval()
+    with torch.no_grad():
+        diff = (int8(idx) - base(idx)).abs().max().item()
+    assert 0 < diff < 5e-2

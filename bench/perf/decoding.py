@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from bench_tasks.backbones.gpt import GPT, GPTConfig
     from bench_variants.base import TokenCache, VariantSpec
 
-COMPARED = ("tied-kv", "gqa4", "gqa8", "mqa")  # the variants whose verdict against the baseline is printed
+COMPARED = ("tied-kv", "gqa4", "gqa8", "mqa", "mla", "cla", "mqa-cla", "swa", "tied-kv-int8")  # verdicts printed
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """An int8 KV cache, as an option that crosses any decoding variant (`int8_cache(TIED_KV)`).
 
 Mechanism: every cached vector (one token, one head, one cached tensor) is stored as int8 with one
-float16 scale, absmax / 127 (symmetric, per-token per-head groups, as in KIVI's key/value quantization
-without its per-channel grouping); attention reads the dequantized values. The model trains in full
-precision; in evaluation, full passes read keys and values through the same quantization (a scratch
-cache), so decoding equals the full pass and the quality measured is the quality with an int8 cache.
+float16 scale, absmax / 127 (symmetric groups of one token and one head; KIVI quantizes values this way
+and keys per channel, which a pure append cannot do); attention reads the dequantized values. The model
+trains exactly as its base (same parameters, same names, so paired seeds start both alike); in
+evaluation, full passes read keys and values through the same quantization (a scratch cache), so
+decoding equals the full pass and the quality measured is the quality with an int8 cache.
 Stated error: each element is off by at most half a step of its stored scale; that is absmax / 254 of
 its group plus 2^-10 of absmax from the float16 rounding of the scale, while absmax / 127 is a normal
 float16 (above 6.1e-5; below, the scale is subnormal and coarser).
@@ -16,9 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .base import Attention, AttentionConfig, CacheSpec, Supports, TokenCache, VariantSpec
 
@@ -69,25 +71,21 @@ class Int8TokenCache(TokenCache):
         return [*self.tensors, *self.scales]
 
 
-class Int8Attention(Attention):
-    """A variant's attention whose full passes in evaluation read K and V through an int8 cache."""
+@dataclasses.dataclass(frozen=True)
+class ReadThroughInt8:
+    """A forward pre-hook: a full pass in evaluation reads K and V through a scratch int8 cache, as
+    decoding would. A hook, not a wrapper module, so the variant's parameters keep their names and
+    `share_initial_values` pairs them with the baseline's: an int8 variant trains exactly as its base."""
 
-    def __init__(self, inner: Attention, spec: Int8Cached, config: AttentionConfig) -> None:
-        super().__init__()
-        self.inner, self._spec, self._config = inner, spec, config
+    spec: Int8Cached
+    config: AttentionConfig
 
-    def forward(
-        self,
-        x_BTD: Tensor,
-        *,
-        causal: bool = False,
-        pad_mask_BT: Tensor | None = None,
-        cache: TokenCache | None = None,
-    ) -> Tensor:
-        if cache is None and not self.training:  # what decoding would read: a scratch int8 cache of this pass
-            B, T, _ = x_BTD.shape
-            cache = self._spec.new_cache(self._config, B, T, x_BTD.dtype, x_BTD.device)
-        return self.inner(x_BTD, causal=causal, pad_mask_BT=pad_mask_BT, cache=cache)
+    def __call__(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if module.training or kwargs.get("cache") is not None:
+            return None
+        B, T, _ = args[0].shape
+        scratch = self.spec.new_cache(self.config, B, T, args[0].dtype, args[0].device)
+        return args, {**kwargs, "cache": scratch}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,10 +124,13 @@ class Int8Cached(VariantSpec):
         return ("int8-cache", self.base.mechanism(config) or self.base.id)
 
     def build(self, config: AttentionConfig) -> Attention:
-        return Int8Attention(self.base.build(config), self, config)
+        return self.build_layers(config, 1)[0]
 
     def build_layers(self, config: AttentionConfig, n_layers: int) -> list[Attention]:
-        return [Int8Attention(layer, self, config) for layer in self.base.build_layers(config, n_layers)]
+        layers = self.base.build_layers(config, n_layers)
+        for layer in layers:
+            layer.register_forward_pre_hook(ReadThroughInt8(self, config), with_kwargs=True)
+        return layers
 
     def _base_cache(self, config: AttentionConfig) -> TokenCache:
         return self.base.new_cache(config, 1, 1, device="meta")
