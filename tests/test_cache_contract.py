@@ -11,10 +11,11 @@ import dataclasses
 
 import pytest
 import torch
+from torch import Tensor
 
 from bench.costs import measure_decoding
 from bench_tasks.backbones.gpt import GPT, GPTConfig, held_bytes
-from bench_variants.base import CacheSpec, TokenCache
+from bench_variants.base import Attention, AttentionConfig, CacheSpec, LayerCache, Supports, TokenCache, VariantSpec
 from bench_variants.int8 import Int8TokenCache, dequantize, int8_cache, quantize
 from bench_variants.presets import CLA, MLA, MQA_CLA, QKV, SWA, TIED_KV, TIED_KV_CLA, TIED_KV_INT8
 
@@ -173,3 +174,70 @@ def test_an_int8_variant_trains_as_its_base_and_evaluates_through_int8() -> None
     with torch.no_grad():
         diff = (int8(idx) - base(idx)).abs().max().item()
     assert 0 < diff < 5e-2
+
+
+# --- a constant-size state (linear attention) on the same contract: a variant the tests define -------
+
+
+class StateCache(LayerCache):
+    """Causal linear attention's running sums: S = sum phi(k) v^T (B, H, d, d) and z = sum phi(k) (B, H, d)."""
+
+    def __init__(self, batch: int, heads: int, head_dim: int, dtype: torch.dtype) -> None:
+        self.dtype, self.length = dtype, 0
+        self.s_BHKK = torch.zeros(batch, heads, head_dim, head_dim, dtype=dtype)
+        self.z_BHK = torch.zeros(batch, heads, head_dim, dtype=dtype)
+
+    def held(self) -> list[torch.Tensor]:
+        return [self.s_BHKK, self.z_BHK]
+
+
+class LinearAttention(Attention):
+    """softmax replaced by phi(q) . phi(k), phi = elu + 1 (Katharopoulos et al. 2020): causal only."""
+
+    def __init__(self, config: AttentionConfig) -> None:
+        super().__init__()
+        self.heads, self.head_dim = config.n_heads, config.head_dim
+        self.qkv = torch.nn.Linear(config.d_model, 3 * config.d_model)
+        self.out = torch.nn.Linear(config.d_model, config.d_model)
+
+    def forward(
+        self, x_BTD: Tensor, *, causal: bool = False, pad_mask_BT: Tensor | None = None, cache: LayerCache | None = None
+    ) -> Tensor:
+        B, T, D = x_BTD.shape
+        q, k, v = (t.view(B, T, self.heads, self.head_dim).transpose(1, 2) for t in self.qkv(x_BTD).chunk(3, -1))
+        q, k = torch.nn.functional.elu(q) + 1, torch.nn.functional.elu(k) + 1
+        s_BHTKK = torch.cumsum(k[..., :, None] * v[..., None, :], dim=2)  # sums up to each token
+        z_BHTK = torch.cumsum(k, dim=2)
+        if isinstance(cache, StateCache):  # carry the sums of the tokens before these
+            s_BHTKK, z_BHTK = s_BHTKK + cache.s_BHKK[:, :, None], z_BHTK + cache.z_BHK[:, :, None]
+            cache.s_BHKK.copy_(s_BHTKK[:, :, -1]), cache.z_BHK.copy_(z_BHTK[:, :, -1])
+            cache.length += T
+        y = (q[..., None, :] @ s_BHTKK).squeeze(-2) / (q * z_BHTK).sum(-1, keepdim=True)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class LinearSpec(VariantSpec):
+    id, display_name, version = "linear", "Linear", "1"
+    supports = Supports(key_padding=False, non_causal=False)
+
+    def build(self, config: AttentionConfig) -> Attention:
+        return LinearAttention(config)
+
+    def cache_spec(self, config: AttentionConfig) -> CacheSpec:
+        h, d = config.n_heads, config.head_dim
+        return CacheSpec(0, state_elements=h * d * d + h * d, formula="H (d^2 + d) x b, whatever the context")
+
+    def new_cache(
+        self, config: AttentionConfig, batch_size: int, capacity: int, dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> LayerCache:  # fmt: skip
+        return StateCache(batch_size, config.n_heads, config.head_dim, dtype)
+
+
+def test_a_constant_state_is_declared_held_and_decoded_on_the_same_contract() -> None:
+    spec = LinearSpec()
+    for tokens in (5, 30):
+        result = measure_decoding(spec, GPTConfig(31, 30, 2, 32, 4), n_tokens=tokens)
+        assert result.max_abs_diff < 1e-5
+        assert result.bytes_held == result.bytes_derived == 2 * (4 * 8 * 8 + 4 * 8) * 4  # 2 layers, fp32
+    assert "no cached vectors" in (int8_cache(spec).check(GPTConfig(31, 30, 2, 32, 4).block.attention) or "")

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from bench_tasks.backbones.gpt import GPT, GPTConfig
-    from bench_variants.base import TokenCache, VariantSpec
+    from bench_variants.base import LayerCache, VariantSpec
 
 COMPARED = ("tied-kv", "gqa4", "gqa8", "mqa", "mla", "cla", "mqa-cla", "swa", "tied-kv-int8")  # verdicts printed
 
@@ -74,7 +74,7 @@ class Decoder:
 
     spec: VariantSpec
     model: GPT
-    caches: list[TokenCache]
+    caches: list[LayerCache]
     prefill_s: float
     memory: dict[str, Any]
 

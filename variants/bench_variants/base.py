@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .cache import CacheLayout, CacheSpec, KVCache, TokenCache, dtype_bytes
+from .cache import CacheLayout, CacheSpec, KVCache, LayerCache, TokenCache, dtype_bytes
 
 __all__ = [
-    "Attention", "AttentionConfig", "CacheLayout", "CacheSpec", "KVCache", "Supports", "TokenCache", "VariantSpec",
+    "Attention", "AttentionConfig", "CacheLayout", "CacheSpec", "KVCache", "LayerCache", "Supports", "TokenCache",
+    "VariantSpec",
     "dtype_bytes", "replace", "row_channels", "sinusoid_1d", "sinusoid_2d",
 ]  # fmt: skip
 
@@ -86,7 +87,7 @@ class Attention(nn.Module, abc.ABC):
         *,
         causal: bool = False,
         pad_mask_BT: Tensor | None = None,
-        cache: TokenCache | None = None,
+        cache: LayerCache | None = None,
     ) -> Tensor:
         """Attend.
 
@@ -140,7 +141,7 @@ class VariantSpec(abc.ABC):
         capacity: int,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
-    ) -> TokenCache:
+    ) -> LayerCache:
         """An empty cache for one cached layer, for up to `capacity` tokens."""
         return KVCache(self.cache_layout(config), batch_size, capacity, dtype, device)
 

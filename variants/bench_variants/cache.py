@@ -120,7 +120,39 @@ class CacheLayout:
         return self.bytes_per_token_per_layer(dtype) * n_layers * n_tokens * batch_size
 
 
-class TokenCache:
+class LayerCache:
+    """What one layer keeps between decoding steps: `length` tokens seen so far and the tensors it
+    holds (`held`), whose bytes (`nbytes`) the harness checks against the variant's `CacheSpec`.
+    `TokenCache` keeps tokens; a recurrent design keeps a constant state in a subclass of its own."""
+
+    length: int = 0
+    dtype: torch.dtype = torch.float32
+
+    def held(self) -> list[Tensor]:
+        """Every tensor the cache keeps between steps."""
+        raise NotImplementedError(f"{type(self).__name__} must say which tensors it holds (held)")
+
+    def append(self, *new_BHTK: Tensor) -> list[Tensor]:
+        """Store new tokens and return what they attend over (`TokenCache`); a state cache has its own update."""
+        raise TypeError(f"{type(self).__name__} keeps no tokens: this attention needs a TokenCache")
+
+    def key_positions(self) -> Tensor:
+        """The position of each key the last `append` returned."""
+        raise TypeError(f"{type(self).__name__} keeps no tokens: this attention needs a TokenCache")
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes actually held by the cache's tensors."""
+        return sum(t.numel() * t.element_size() for t in self.held())
+
+    def fill_from(self, other: LayerCache) -> None:
+        """Hold what `other` holds, its batch of one copied to every sequence of this cache's batch."""
+        for dst_BX, src_1X in zip(self.held(), other.held(), strict=True):
+            dst_BX.copy_(src_1X.expand_as(dst_BX))
+        self.length = other.length
+
+
+class TokenCache(LayerCache):
     """One layer's preallocated inference cache: tensors of (B, heads, slots, dim), one per `shapes` entry.
 
     Preallocation makes the memory held exactly the declared bytes, and appending a token a copy rather
@@ -183,12 +215,10 @@ class TokenCache:
         self._positions[keep % self.slots] = keep
         return out
 
-    def fill_from(self, other: TokenCache) -> None:
-        """Hold what `other` holds, its batch of one copied to every sequence of this cache's batch."""
-        for dst_BHSK, src_1HSK in zip(self.held(), other.held(), strict=True):
-            dst_BHSK.copy_(src_1HSK.expand_as(dst_BHSK))
-        self._positions.copy_(other._positions)
-        self.length = other.length
+    def fill_from(self, other: LayerCache) -> None:
+        super().fill_from(other)
+        if isinstance(other, TokenCache):
+            self._positions.copy_(other._positions)
 
     def key_positions(self) -> Tensor:
         """(t_k,) the position of each key the last `append` returned."""
@@ -205,13 +235,8 @@ class TokenCache:
         return new_BHTK
 
     def held(self) -> list[Tensor]:
-        """Every tensor the cache keeps between steps (a ring's positions are bookkeeping, not cache)."""
+        """The cached tensors (a ring's positions are bookkeeping, not cache)."""
         return self.tensors
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes actually held by the cache's tensors."""
-        return sum(t.numel() * t.element_size() for t in self.held())
 
 
 class KVCache(TokenCache):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from .base import Attention, AttentionConfig, CacheSpec, Supports, TokenCache
+from .base import Attention, AttentionConfig, CacheSpec, LayerCache, Supports
 from .grid import SharedProjectionAttention, SharedProjectionVariant, Tie
 
 
@@ -25,7 +25,7 @@ class LeaderAttention(SharedProjectionAttention):
 
     shared: tuple[Tensor, Tensor] | None = None
 
-    def _cached(self, k_BGTK: Tensor, v_BGTK: Tensor, cache: TokenCache | None) -> tuple[Tensor, Tensor]:
+    def _cached(self, k_BGTK: Tensor, v_BGTK: Tensor, cache: LayerCache | None) -> tuple[Tensor, Tensor]:
         self.shared = super()._cached(k_BGTK, v_BGTK, cache)
         return self.shared
 
@@ -47,7 +47,7 @@ class FollowerAttention(SharedProjectionAttention):
             raise RuntimeError("a CLA follower ran before its leader: call the stack's layers in order")
         return q_BHTK, *shared
 
-    def _cached(self, k_BGTK: Tensor, v_BGTK: Tensor, cache: TokenCache | None) -> tuple[Tensor, Tensor]:
+    def _cached(self, k_BGTK: Tensor, v_BGTK: Tensor, cache: LayerCache | None) -> tuple[Tensor, Tensor]:
         return k_BGTK, v_BGTK  # the leader's, cache included
 
 

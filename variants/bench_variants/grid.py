@@ -41,8 +41,8 @@ from .base import (
     Attention,
     AttentionConfig,
     CacheLayout,
+    LayerCache,
     Supports,
-    TokenCache,
     VariantSpec,
     offset_index,
     row_channels,
@@ -188,7 +188,7 @@ class SharedProjectionAttention(Attention):
         total = self.pos_weight.sum()
         return total if self.plus_scale else torch.ones_like(total)
 
-    def _cached(self, k_BGTK: Tensor, v_BGTK: Tensor, cache: TokenCache | None) -> tuple[Tensor, Tensor]:
+    def _cached(self, k_BGTK: Tensor, v_BGTK: Tensor, cache: LayerCache | None) -> tuple[Tensor, Tensor]:
         """The keys and values to attend over: the new ones, after everything `cache` holds."""
         if cache is None:
             return k_BGTK, v_BGTK
@@ -199,7 +199,7 @@ class SharedProjectionAttention(Attention):
         return k_BGTK, k_BGTK
 
     def _masking(
-        self, t_q: int, t_k: int, causal: bool, pad_mask_BT: Tensor | None, cache: TokenCache | None, q: Tensor
+        self, t_q: int, t_k: int, causal: bool, pad_mask_BT: Tensor | None, cache: LayerCache | None, q: Tensor
     ) -> tuple[Tensor | None, bool]:
         """(attn_mask, is_causal) for SDPA: the fused causal path where it applies; the relative bias as floats."""
         if self.relative and self.plus_bias:
@@ -214,7 +214,7 @@ class SharedProjectionAttention(Attention):
         *,
         causal: bool = False,
         pad_mask_BT: Tensor | None = None,
-        cache: TokenCache | None = None,
+        cache: LayerCache | None = None,
     ) -> Tensor:
         B, T, D = x_BTD.shape
         q_BHTK, k_BGTK, v_BGTK = self._project(x_BTD)

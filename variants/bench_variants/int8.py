@@ -118,7 +118,10 @@ class Int8Cached(VariantSpec):
     def check(self, config: AttentionConfig) -> str | None:
         if not self.base.supports.decoding:
             return f"{self.base.display_name} does not decode, so it has no cache to quantize"
-        return self.base.check(config)
+        reason = self.base.check(config)
+        if reason is None and not isinstance(self.base.new_cache(config, 1, 1, device="meta"), TokenCache):
+            return f"{self.base.display_name} keeps a state, not tokens: there are no cached vectors to quantize"
+        return reason
 
     def mechanism(self, config: AttentionConfig) -> tuple[object, ...] | None:
         return ("int8-cache", self.base.mechanism(config) or self.base.id)
@@ -133,7 +136,10 @@ class Int8Cached(VariantSpec):
         return layers
 
     def _base_cache(self, config: AttentionConfig) -> TokenCache:
-        return self.base.new_cache(config, 1, 1, device="meta")
+        cache = self.base.new_cache(config, 1, 1, device="meta")
+        if not isinstance(cache, TokenCache):  # a constant state has no per-token vectors to quantize
+            raise TypeError(f"{self.base.id!r} keeps a {type(cache).__name__}, not tokens: int8 quantizes a TokenCache")
+        return cache
 
     def cache_spec(self, config: AttentionConfig) -> CacheSpec:
         spec, groups = self.base.cache_spec(config), sum(heads for heads, _ in self._base_cache(config).shapes)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Attention, AttentionConfig, CacheSpec, Supports, TokenCache, VariantSpec
+from .base import Attention, AttentionConfig, CacheSpec, LayerCache, Supports, TokenCache, VariantSpec
 from .grid import sdpa_mask
 
 
@@ -51,7 +51,7 @@ class LatentAttention(Attention):
         *,
         causal: bool = False,
         pad_mask_BT: Tensor | None = None,
-        cache: TokenCache | None = None,
+        cache: LayerCache | None = None,
     ) -> Tensor:
         B, T, D = x_BTD.shape
         start = cache.length if cache is not None else 0

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import Attention, AttentionConfig, CacheSpec, Supports, TokenCache
+from .base import Attention, AttentionConfig, CacheSpec, LayerCache, Supports, TokenCache
 from .grid import SharedProjectionAttention, SharedProjectionVariant, Tie
 
 
@@ -28,7 +28,7 @@ class SlidingWindowAttention(SharedProjectionAttention):
         self.window = window
 
     def _masking(
-        self, t_q: int, t_k: int, causal: bool, pad_mask_BT: Tensor | None, cache: TokenCache | None, q: Tensor
+        self, t_q: int, t_k: int, causal: bool, pad_mask_BT: Tensor | None, cache: LayerCache | None, q: Tensor
     ) -> tuple[Tensor | None, bool]:
         k_pos = cache.key_positions() if cache is not None else torch.arange(t_k, device=q.device)
         q_pos = k_pos[-t_q:]  # the new tokens are the last keys

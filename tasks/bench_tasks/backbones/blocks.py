@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from bench_variants.base import Attention, AttentionConfig, TokenCache, VariantSpec
+from bench_variants.base import Attention, AttentionConfig, LayerCache, VariantSpec
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Block(nn.Module):
         *,
         causal: bool = False,
         pad_mask_BT: Tensor | None = None,
-        cache: TokenCache | None = None,
+        cache: LayerCache | None = None,
     ) -> Tensor:
         x_BTD = x_BTD + self.attn(self.ln_1(x_BTD), causal=causal, pad_mask_BT=pad_mask_BT, cache=cache)
         return x_BTD + self.mlp(self.ln_2(x_BTD))

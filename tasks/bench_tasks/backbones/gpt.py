@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench_variants.base import TokenCache, VariantSpec
+from bench_variants.base import LayerCache, VariantSpec
 
 from .blocks import Block, BlockConfig
 
@@ -58,7 +58,7 @@ class GPT(nn.Module):
         self.apply(_init_weights)
 
     def forward(
-        self, idx_BT: Tensor, pad_mask_BT: Tensor | None = None, caches: list[TokenCache] | None = None
+        self, idx_BT: Tensor, pad_mask_BT: Tensor | None = None, caches: list[LayerCache] | None = None
     ) -> Tensor:
         """Logits (B, T, vocab). With `caches`, `idx_BT` holds only new tokens, placed after the cached ones.
 
@@ -77,7 +77,7 @@ class GPT(nn.Module):
 
     def new_cache(
         self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None
-    ) -> list[TokenCache]:
+    ) -> list[LayerCache]:
         """The cache each layer reads, holding up to `capacity` tokens (default: the context).
 
         Layers that share a cache (`CacheSpec.share_layers`) get the same object: count the bytes held
@@ -94,7 +94,7 @@ class GPT(nn.Module):
         return [own[i // share] for i in range(self.config.n_layers)]
 
 
-def held_bytes(caches: list[TokenCache]) -> int:
+def held_bytes(caches: list[LayerCache]) -> int:
     """Bytes held by a model's caches, each shared cache counted once."""
     return sum(cache.nbytes for cache in {id(cache): cache for cache in caches}.values())
 
