@@ -102,7 +102,8 @@ class CacheLayout:
         tensors = "K, V" if self.tensors_per_head == 2 else "K"
         return CacheSpec(
             self.tensors_per_head * self.kv_heads * self.head_dim,
-            formula=f"{self.tensors_per_head} x {self.kv_heads} heads x {self.head_dim} x b ({tensors})",
+            formula=f"{self.tensors_per_head} x {self.kv_heads} head{'s' * (self.kv_heads != 1)} x {self.head_dim} x b "
+            f"({tensors})",
         )
 
     @property
