@@ -129,7 +129,7 @@ def check_masks(spec: VariantSpec, config: AttentionConfig) -> str:
         y, y_changed = module(x, pad_mask_BT=pad_BT), module(x_changed, pad_mask_BT=pad_BT)
         unmasked = module(x_changed)
     diff = (y[~pad_BT] - y_changed[~pad_BT]).abs().max().item()
-    if diff > 1e-5:
+    if not diff <= 1e-5:  # NaN fails too
         raise ValueError(f"changing masked-out keys moved the other outputs by {diff:.2e}")
     if torch.allclose(y[~pad_BT], unmasked[~pad_BT], atol=1e-4):
         raise ValueError("the key padding mask had no effect at all (outputs equal those without it)")
@@ -148,7 +148,7 @@ def check_causality(spec: VariantSpec, config: AttentionConfig) -> str:
     with torch.no_grad():
         y, y_changed = module(x, causal=True), module(x_changed, causal=True)
     diff = (y[:, :5] - y_changed[:, :5]).abs().max().item()
-    if diff > 1e-6:
+    if not diff <= 1e-6:  # NaN fails too
         raise ValueError(f"changing tokens 5.. moved outputs 0..4 by {diff:.2e}")
     return f"future tokens move earlier outputs by {diff:.1e}"
 
@@ -164,7 +164,7 @@ def _decoded(spec: VariantSpec, config: AttentionConfig, without: str) -> Decode
 
 def check_decoding(spec: VariantSpec, config: AttentionConfig) -> str:
     result = _decoded(spec, config, "declares no incremental decoding")
-    if result.max_abs_diff > max(DECODE_ATOL, spec.decode_atol):
+    if not result.max_abs_diff <= max(DECODE_ATOL, spec.decode_atol):  # NaN fails too
         raise ValueError(f"token-by-token logits differ from the full pass by {result.max_abs_diff:.2e}")
     return f"20 tokens one at a time = full pass (max |diff| {result.max_abs_diff:.1e})"
 

@@ -32,6 +32,30 @@ LIAR = Liar(**{f.name: getattr(LIAR, f.name) for f in dataclasses.fields(LIAR)})
 '''
 
 
+NAN = '''
+"""A variant whose outputs are NaN whatever its input: no NaN may read as "moved by less than the tolerance"."""
+import dataclasses
+
+from bench_variants.presets import QKV
+
+
+class _Nan(type(QKV.build(QKV_CONFIG))):
+    def forward(self, x, **kw):
+        return super().forward(x, **kw) * float("nan")
+
+
+@dataclasses.dataclass(frozen=True)
+class Nan(type(QKV)):
+    def build(self, config):
+        module = super().build(config)
+        module.__class__ = _Nan
+        return module
+
+
+NAN = Nan(**{f.name: getattr(QKV, f.name) for f in dataclasses.fields(QKV)} | {"id": "nan", "display_name": "NaN"})
+'''.replace("QKV_CONFIG", "__import__('bench_variants.base').base.AttentionConfig(8, 2)")
+
+
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     code = main(argv)
     out = capsys.readouterr()
@@ -52,6 +76,17 @@ def test_builtin_variants_pass(name: str, capsys: pytest.CaptureFixture[str]) ->
     code, text = _run(["check-variant", name], capsys)
     assert code == 0, text
     assert "all applicable checks passed" in text and "FAIL" not in text
+
+
+def test_nan_outputs_fail_every_check_that_compares_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "nan_variant.py").write_text(textwrap.dedent(NAN))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "300")
+    code, text = _run(["check-variant", "nan_variant:NAN"], capsys)
+    assert code == 1
+    assert "4 check(s) failed: masks, causality, decoding = full pass, no NaN over a short fit" in text
 
 
 def test_a_lying_cache_fails_exactly_the_bytes_check(liar_module: str, capsys: pytest.CaptureFixture[str]) -> None:
