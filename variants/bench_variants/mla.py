@@ -11,6 +11,7 @@ Cache per token per layer: (d_c + d_r) x b.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -57,20 +58,52 @@ class LatentAttention(Attention):
         start = cache.length if cache is not None else 0
         c_B1TC, k_rope_B1TR = self.down_kv(x_BTD)[:, None].split([self.latent, self.rope_dim], dim=-1)
         k_rope_B1TR = rope(k_rope_B1TR, start)
+        q_BHTE = self.q_proj(x_BTD).view(B, T, self.n_heads, -1).transpose(1, 2)
+        q_C_BHTK, q_R_BHTR = q_BHTE[..., : self.head_dim], rope(q_BHTE[..., self.head_dim :], start)
         if cache is not None:  # what is cached: the latent and the rotated positional key
             c_B1TC, k_rope_B1TR = cache.append(c_B1TC, k_rope_B1TR)
+            y_BHTK = self._attend_latent(q_C_BHTK, q_R_BHTR, c_B1TC, k_rope_B1TR, causal, pad_mask_BT)
+        else:
+            y_BHTK = self._attend_heads(q_C_BHTK, q_R_BHTR, c_B1TC, k_rope_B1TR, causal, pad_mask_BT)
+        return self.out_proj(y_BHTK.transpose(1, 2).reshape(B, T, D))
+
+    def _attend_heads(
+        self, q_C: Tensor, q_R: Tensor, c_B1TC: Tensor, k_rope_B1TR: Tensor, causal: bool, pad_mask_BT: Tensor | None
+    ) -> Tensor:
+        """Training and full passes: K and V up-projected per head, then SDPA over d_head + d_r channels."""
+        B, H, T, _ = q_C.shape
         t_k = c_B1TC.shape[2]
-        kv_BNTK = self.up_kv(c_B1TC[:, 0]).view(B, t_k, 2 * self.n_heads, self.head_dim).transpose(1, 2)
+        kv_BNTK = self.up_kv(c_B1TC[:, 0]).view(B, t_k, 2 * H, self.head_dim).transpose(1, 2)
         k_BHTK, v_BHTK = kv_BNTK.chunk(2, dim=1)
-        q_BHTE = self.q_proj(x_BTD).view(B, T, self.n_heads, -1).transpose(1, 2)
-        q_BHTE = torch.cat([q_BHTE[..., : self.head_dim], rope(q_BHTE[..., self.head_dim :], start)], dim=-1)
-        k_BHTE = torch.cat([k_BHTK, k_rope_B1TR.expand(B, self.n_heads, t_k, self.rope_dim)], dim=-1)
-        mask, is_causal = sdpa_mask(T, t_k, causal, pad_mask_BT, x_BTD.device)
+        k_BHTE = torch.cat([k_BHTK, k_rope_B1TR.expand(B, H, t_k, self.rope_dim)], dim=-1)
+        mask, is_causal = sdpa_mask(T, t_k, causal, pad_mask_BT, q_C.device)
         dropout = self.dropout if self.training else 0.0
-        y_BHTK = F.scaled_dot_product_attention(
+        q_BHTE = torch.cat([q_C, q_R], dim=-1)
+        return F.scaled_dot_product_attention(
             q_BHTE, k_BHTE, v_BHTK, attn_mask=mask, dropout_p=dropout, is_causal=is_causal
         )
-        return self.out_proj(y_BHTK.transpose(1, 2).reshape(B, T, D))
+
+    def _attend_latent(
+        self, q_C: Tensor, q_R: Tensor, c_B1TC: Tensor, k_rope_B1TR: Tensor, causal: bool, pad_mask_BT: Tensor | None
+    ) -> Tensor:
+        """Decoding: W_uk folded into the queries and W_uv applied after, so attention reads the cached latent
+        itself (d_c + d_r channels a key) and the cache is never up-projected; the same scores and outputs.
+        The key bias adds q . b_uk to every score of a query, which softmax cancels; the value bias passes
+        through the convex combination unchanged."""
+        B, H, T, K = q_C.shape
+        w_uk_HKC, w_uv_HKC = self.up_kv.weight.view(2, H, K, self.latent).unbind(0)
+        q_lat_BHTC = torch.einsum("bhtk,hkc->bhtc", q_C, w_uk_HKC)
+        q_BHTE = torch.cat([q_lat_BHTC, q_R], dim=-1)
+        k_B1TE = torch.cat([c_B1TC, k_rope_B1TR], dim=-1).expand(B, H, -1, -1)
+        mask, is_causal = sdpa_mask(T, c_B1TC.shape[2], causal, pad_mask_BT, q_C.device)
+        o_lat_BHTC = F.scaled_dot_product_attention(
+            q_BHTE, k_B1TE, c_B1TC.expand(B, H, -1, -1), attn_mask=mask, is_causal=is_causal,
+            scale=1.0 / math.sqrt(K + self.rope_dim),
+        )  # fmt: skip
+        y_BHTK = torch.einsum("bhtc,hkc->bhtk", o_lat_BHTC, w_uv_HKC)
+        if self.up_kv.bias is not None:
+            y_BHTK = y_BHTK + self.up_kv.bias.view(2, H, 1, K)[1]
+        return y_BHTK
 
 
 @dataclass(frozen=True)
