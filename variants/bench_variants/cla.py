@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from .base import Attention, AttentionConfig, CacheSpec, LayerCache, Supports
 from .grid import SharedProjectionAttention, SharedProjectionVariant, Tie
@@ -34,9 +34,8 @@ class FollowerAttention(SharedProjectionAttention):
     """Queries of its own over its leader's keys and values; it caches nothing."""
 
     def __init__(self, config: AttentionConfig, leader: LeaderAttention) -> None:
-        super().__init__(config, Tie.NONE, leader.kv_heads)
-        self.proj_heads = [config.n_heads]
-        self.in_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)  # queries only
+        # one projection of H heads (Tie.QKV's layout) is exactly the follower's query projection
+        super().__init__(config, Tie.QKV, leader.kv_heads)
         self._leader = (leader,)  # a tuple: the leader's parameters stay registered once, in its own layer
 
     def _project(self, x_BTD: Tensor) -> tuple[Tensor, Tensor, Tensor]:
