@@ -65,3 +65,32 @@ def test_timm_vit_with_qkv_has_timms_own_parameter_count() -> None:
     ours = vit(QKV, **kwargs)  # type: ignore[arg-type]
     reference = VisionTransformer(**kwargs)  # type: ignore[arg-type]
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters())
+
+
+def mlp_widths(net: torch.nn.Module) -> set[int]:
+    """The hidden width of every block's MLP."""
+    return {m.out_features for name, m in net.named_modules() if name.endswith("mlp.fc1")}
+
+
+@pytest.mark.parametrize("ratio", [1, 4])
+def test_timm_vit_mlp_width_follows_the_config(ratio: int) -> None:
+    """The default vision configs narrow the MLP to the model's width; the hidden layer is ratio x d."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    kwargs = dict(img_size=16, patch_size=4, in_chans=3, num_classes=5, embed_dim=32, depth=2, num_heads=4)
+    ours = vit(QKV, mlp_ratio=ratio, **kwargs)  # type: ignore[arg-type]
+    reference = VisionTransformer(mlp_ratio=ratio, **kwargs)  # type: ignore[arg-type]
+    assert mlp_widths(ours) == {ratio * 32}
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters())
+
+
+def test_default_vision_configs_build_their_narrow_mlp() -> None:
+    from bench.registry import tasks
+    from bench_tasks.base import OptimConfig
+
+    for task_id in ("mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet"):
+        task = tasks().get(task_id)
+        config = task.config("default")
+        net = task.build_model(QKV, config, OptimConfig()).net
+        assert mlp_widths(net) == {config.mlp_ratio * config.d_model}
+        assert task.config("paper").mlp_ratio == 4  # the study's sizes keep timm's width

@@ -240,6 +240,7 @@ def _configs(layout: CifarLayout) -> dict[Scale, VisionConfig]:
             max_train=5000,
             max_eval=2000,
             global_pool="avg",
+            mlp_ratio=1,  # as MNIST's default: the same accuracy, 40% less time a step
             **common,
         ),
         # the study: patch {4, 7}, embed {64, 256, 512}, layers {2, 4}, heads {2, 4}; 40 / 50 epochs

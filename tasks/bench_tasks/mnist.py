@@ -48,8 +48,12 @@ N_CLASSES = 10
 _SCALES: dict[Scale, VisionConfig] = {
     "smoke": VisionConfig(d_model=32, n_layers=1, n_heads=2, batch_size=32, max_train=256),
     # 17 tokens (16 patches of 7x7 + class token), heads of 16, mean-pooled: a ViT from scratch needs many
-    # small steps to pass a linear probe on pixels (~0.90 on the 7,000 offline MNIST digits): 8 epochs
-    "default": VisionConfig(d_model=64, n_layers=2, n_heads=4, batch_size=32, max_epochs=8, global_pool="avg"),
+    # small steps to pass a linear probe on pixels (~0.90 on the 7,000 offline MNIST digits): 8 epochs.
+    # MLP as wide as the model (timm's is 4x): the same accuracies here (QKV 0.934 vs 0.933 over 3 seeds,
+    # Fashion-MNIST 0.859 vs 0.858), 40% less time a step, and attention a larger part of the model
+    "default": VisionConfig(
+        d_model=64, n_layers=2, n_heads=4, batch_size=32, max_epochs=8, global_pool="avg", mlp_ratio=1
+    ),
     # the study swept patch {4, 7}, embed {64, 256, 512}, layers {2, 4}, heads {2, 4}; 20 epochs
     "paper": VisionConfig(d_model=256, n_layers=4, n_heads=4, batch_size=128, max_epochs=20),
 }

@@ -36,6 +36,7 @@ class VisionConfig(TaskConfig):
     max_train: int = 0  # 0: every training image; else the first max_train (after a seeded shuffle)
     max_eval: int = 0  # 0: every val and test image; else max_eval of each (a fixed sample, same for all seeds)
     global_pool: str = "token"  # timm's pooling: "token" (class token) or "avg" (mean of the patch tokens)
+    mlp_ratio: int = 4  # each block's MLP width over d_model (timm's and the study's 4)
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ class ImageClassificationTask(Task):
             depth=cfg.n_layers,
             num_heads=cfg.n_heads,
             global_pool=cfg.global_pool,
+            mlp_ratio=cfg.mlp_ratio,
         )
         return ImageClassifier(net, optim)
 

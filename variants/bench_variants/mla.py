@@ -94,12 +94,19 @@ class LatentAttention(Attention):
         w_uk_HKC, w_uv_HKC = self.up_kv.weight.view(2, H, K, self.latent).unbind(0)
         q_lat_BHTC = torch.einsum("bhtk,hkc->bhtc", q_C, w_uk_HKC)
         q_BHTE = torch.cat([q_lat_BHTC, q_R], dim=-1)
-        k_B1TE = torch.cat([c_B1TC, k_rope_B1TR], dim=-1).expand(B, H, -1, -1)
+        k_B1TE = torch.cat([c_B1TC, k_rope_B1TR], dim=-1)
         mask, is_causal = sdpa_mask(T, c_B1TC.shape[2], causal, pad_mask_BT, q_C.device)
-        o_lat_BHTC = F.scaled_dot_product_attention(
-            q_BHTE, k_B1TE, c_B1TC.expand(B, H, -1, -1), attn_mask=mask, is_causal=is_causal,
-            scale=1.0 / math.sqrt(K + self.rope_dim),
-        )  # fmt: skip
+        scale = 1.0 / math.sqrt(K + self.rope_dim)
+        if T == 1:  # a decoding step: the H queries are rows against one latent "head", read once, never copied
+            o_lat_B1HC = F.scaled_dot_product_attention(
+                q_BHTE.transpose(1, 2), k_B1TE, c_B1TC, attn_mask=mask, is_causal=is_causal, scale=scale
+            )  # a mask here is the padding's (B, 1, 1, t_k): the same for every row
+            o_lat_BHTC = o_lat_B1HC.transpose(1, 2)
+        else:  # several new queries: their causal mask differs by row, so the latent is broadcast per head
+            o_lat_BHTC = F.scaled_dot_product_attention(
+                q_BHTE, k_B1TE.expand(B, H, -1, -1), c_B1TC.expand(B, H, -1, -1), attn_mask=mask,
+                is_causal=is_causal, scale=scale,
+            )  # fmt: skip
         y_BHTK = torch.einsum("bhtc,hkc->bhtk", o_lat_BHTC, w_uv_HKC)
         if self.up_kv.bias is not None:
             y_BHTK = y_BHTK + self.up_kv.bias.view(2, H, 1, K)[1]

@@ -65,11 +65,13 @@ def vit(
     num_heads: int,
     drop_rate: float = 0.0,
     global_pool: str = "token",
+    mlp_ratio: int = 4,
 ) -> nn.Module:
     """A timm `VisionTransformer` trained from scratch whose every block uses `variant`.
 
     `global_pool` is timm's: "token" classifies from the class token, "avg" from the mean of the
-    patch tokens (which trains faster from few images).
+    patch tokens (which trains faster from few images). `mlp_ratio` is each block's MLP width over
+    `embed_dim`.
     """
     from timm.models.vision_transformer import VisionTransformer
 
@@ -84,6 +86,7 @@ def vit(
         embed_dim=embed_dim,
         depth=depth,
         num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
         drop_rate=drop_rate,
         global_pool=cast(Any, global_pool),  # checked above; timm types it as a Literal
         attn_layer=timm_attention(variant),
