@@ -455,7 +455,8 @@ class AnomalyModule(TaskModule):
 
 _SCALES: dict[Scale, MVTecConfig] = {
     "smoke": MVTecConfig(d_model=32, n_layers=1, n_heads=2, batch_size=16, img_size=32, limit_train_batches=4),
-    "default": MVTecConfig(d_model=64, n_layers=2, n_heads=4, batch_size=8, max_epochs=8, top_k=0.1),
+    # 6 epochs: QKV's image AUROC ~0.81 (8 epochs: 0.87), far past the pixel-deviation baseline (0.65)
+    "default": MVTecConfig(d_model=64, n_layers=2, n_heads=4, batch_size=8, max_epochs=6, top_k=0.1),
     "paper": MVTecConfig(
         d_model=256, n_layers=6, n_heads=8, batch_size=32, max_epochs=100, img_size=128, smooth_sigma=1.0, top_k=0.001
     ),
