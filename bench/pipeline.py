@@ -86,14 +86,10 @@ def run(suite: Suite, options: RunOptions) -> int:
 def _storage_ready(url: str, results: Path) -> None:
     """Create the Optuna storage's tables once, under a lock: two runs starting at once on a fresh
     folder would both create them, and one would fail."""
-    import fcntl
-
+    from bench.store import exclusive
     from bench.tuning import optuna_storage
 
-    lock = results / "locks" / "optuna-storage.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
+    with exclusive(results / "locks" / "optuna-storage.lock"):
         optuna_storage(url)
 
 

@@ -32,6 +32,21 @@ MAX_ATTEMPTS = 3
 TORN_AFTER_S = 600.0
 
 
+@contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file `lock` (made if missing) while the block runs, waiting for it.
+
+    For one-time set-up that concurrent processes would otherwise race (a store's tables). The lock
+    goes with the file handle, so a process that dies holding it releases it.
+    """
+    import fcntl
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def finite(value: Any) -> Any:
     """`value` with every NaN or infinity replaced by None: result files are strict JSON."""
     if isinstance(value, float):

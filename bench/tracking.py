@@ -7,7 +7,8 @@ curves straight into its nested run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,6 +125,68 @@ def sqlite_wal(uri: str) -> None:
         db.execute("PRAGMA journal_mode=WAL")
 
 
+@contextmanager
+def _store_setup(uri: str) -> Iterator[None]:
+    """Hold a SQLite store (other stores are servers) for this process alone while the block sets it up.
+
+    MLflow makes a fresh SQLite store by running its schema migrations one statement at a time:
+    processes starting together on one store (two drivers on one results folder, the workers of a
+    run) would run them at once and leave it half-migrated, unusable by every later run.
+    """
+    from bench.store import exclusive
+
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri[len("sqlite:///") :])
+    with exclusive(path.with_name(f"{path.name}.lock")):
+        sqlite_wal(uri)
+        yield
+
+
+def _start_over_if_unused(uri: str) -> Path | None:
+    """Empty a SQLite store that holds no run, keeping a copy beside it (`<name>.unusable-<time>`), so that
+    the next set-up makes its tables afresh; the copy's path, or None if it holds runs or is no SQLite file.
+
+    A process killed while MLflow made the store's tables (the first seconds of a first run) leaves
+    them half made, and every later set-up fails on them. The tables are dropped in place, not the
+    file moved: MLflow keeps its connections to the file open.
+    """
+    import sqlite3
+    import time
+
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri[len("sqlite:///") :])
+    try:
+        with sqlite3.connect(path, timeout=30) as db:
+            tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            if "runs" in tables and db.execute("SELECT count(*) FROM runs").fetchone()[0]:
+                return None
+            copy = path.with_name(f"{path.name}.unusable-{time.strftime('%Y%m%dT%H%M%S')}")
+            with sqlite3.connect(copy) as kept:
+                db.backup(kept)
+            db.execute("PRAGMA foreign_keys = OFF")
+            for table in tables:
+                if not table.startswith("sqlite_"):
+                    db.execute(f'DROP TABLE IF EXISTS "{table}"')
+    except sqlite3.Error:
+        return None
+    return copy
+
+
+def _open(uri: str, artifact_location: str | None) -> tuple[Any, str]:
+    """A client of the store at `uri` (made, or migrated, on first use) and the id of the harness's
+    experiment in it, made if missing."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return client, str(client.create_experiment(EXPERIMENT, artifact_location=artifact_location))
+    return client, str(experiment.experiment_id)
+
+
 RETRIES = (0.2, 1.0, 3.0)  # seconds to wait before each retry of a call the store refused as busy
 
 
@@ -138,20 +201,21 @@ class Tracker:
     def __init__(self, tracking_uri: str, artifact_root: Path | None = None) -> None:
         import logging
 
-        from mlflow.tracking import MlflowClient
-
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.uri = tracking_uri
         self.problems: list[str] = []
-        sqlite_wal(tracking_uri)
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        experiment = self.client.get_experiment_by_name(EXPERIMENT)
-        if experiment is None:
-            location = artifact_root.resolve().as_uri() if artifact_root else None
-            self.experiment_id = self.client.create_experiment(EXPERIMENT, artifact_location=location)
-        else:
-            self.experiment_id = experiment.experiment_id
+        location = artifact_root.resolve().as_uri() if artifact_root else None
+        with _store_setup(tracking_uri):
+            try:
+                self.client, self.experiment_id = _open(tracking_uri, location)
+            except Exception as exc:
+                copy = None if "locked" in str(exc).lower() else _start_over_if_unused(tracking_uri)
+                if copy is None:  # busy, holding runs, or no SQLite store: MLflow's own error says why
+                    raise
+                self.problems.append(f"MLflow store half made, holding no run: made afresh "
+                                     f"(the old one kept beside it as {copy.name})")  # fmt: skip
+                self.client, self.experiment_id = _open(tracking_uri, location)
 
     def _guard(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         """`call(*args, **kwargs)`, retried while the store is busy; None (and a problem noted) on failure."""

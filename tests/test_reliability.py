@@ -87,6 +87,65 @@ def test_a_busy_store_is_retried_and_a_broken_one_only_noted(tmp_path: Path, mon
     assert wal == "wal"
 
 
+#: a process that sets up the MLflow store at argv[1] and prints the harness's experiment id
+TRACKER_SETUP = "import sys; from bench.tracking import Tracker; print(Tracker(sys.argv[1]).experiment_id)"
+
+
+def test_processes_setting_up_one_fresh_mlflow_store_at_once_all_get_it(tmp_path: Path) -> None:
+    """MLflow makes a SQLite store's tables one migration statement at a time: set-ups racing on a fresh
+    store (two drivers on one results folder, a run's workers) would leave it half made for good."""
+    import subprocess
+    import sys
+
+    from bench.tracking import default_tracking_uri
+
+    uri = default_tracking_uri(tmp_path)
+    setups = [subprocess.Popen([sys.executable, "-c", TRACKER_SETUP, uri], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for _ in range(3)]  # fmt: skip
+    outputs = [p.communicate(timeout=300) for p in setups]
+    assert [p.returncode for p in setups] == [0, 0, 0], [err[-1500:] for _, err in outputs]
+    assert len({out.split()[-1] for out, _ in outputs}) == 1  # one experiment, not one each
+    done = subprocess.run([sys.executable, "-c", TRACKER_SETUP, uri], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-1500:]
+
+
+def _tables(path: Path) -> set[str]:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def test_a_half_made_mlflow_store_is_made_afresh_only_when_it_holds_no_run(tmp_path: Path) -> None:
+    import sqlite3
+    import subprocess
+    import sys
+
+    from bench.tracking import Tracker, default_tracking_uri
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with sqlite3.connect(fresh / "mlflow.db") as db:  # what a set-up killed mid-migration leaves
+        db.execute("CREATE TABLE _alembic_tmp_params (key VARCHAR(250))")
+    tracker = Tracker(default_tracking_uri(fresh))
+    assert tracker.cell_run("cell-a", "cell", {}) is not None
+    (kept,) = fresh.glob("mlflow.db.unusable-*")
+    assert tracker.problems == [f"MLflow store half made, holding no run: made afresh (the old one kept beside it "
+                                f"as {kept.name})"]  # fmt: skip
+    assert "_alembic_tmp_params" in _tables(kept) and "_alembic_tmp_params" not in _tables(fresh / "mlflow.db")
+
+    used = tmp_path / "used"
+    assert Tracker(default_tracking_uri(used)).cell_run("cell-b", "cell", {}) is not None
+    with sqlite3.connect(used / "mlflow.db") as db:  # a schema MLflow refuses to use until `mlflow db upgrade`
+        db.execute("UPDATE alembic_version SET version_num = '451aebb31d03'")
+    again = subprocess.run([sys.executable, "-c", TRACKER_SETUP, default_tracking_uri(used)], capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
+    assert again.returncode != 0 and "out-of-date database schema" in again.stderr
+    assert not list(used.glob("*.unusable-*"))
+    with sqlite3.connect(used / "mlflow.db") as db:
+        assert db.execute("SELECT count(*) FROM runs").fetchone()[0] == 1  # a store with a run is never emptied
+
+
 def test_mlflow_failing_loses_no_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every MLflow write fails during the run: the cells finish ok, results saved, the misses recorded."""
     from mlflow.tracking import MlflowClient
@@ -301,7 +360,6 @@ def test_two_runs_on_one_results_folder_run_every_cell_once(tmp_path: Path) -> N
 
     argv = [sys.executable, "-m", "bench.cli", "run", "--suite", "smoke", "--results", str(tmp_path / "results"),
             "--data-dir", str(tmp_path / "data")]  # fmt: skip
-    subprocess.run([*argv, "--dry-run"], check=True, capture_output=True)  # the stores exist before the race
     runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in runs]
     assert [p.returncode for p in runs] == [0, 0], outputs

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
+
 from bench import matrix
 from bench.cells import RunContext, base_record, run_cell
 from bench.options import RunOptions, storage_url
@@ -46,7 +48,10 @@ def run_context(
         key = (uri, options.results / "mlartifacts" if local else None)
         try:
             tracker = _WORKER_TRACKERS.get(key) if worker else None
-            tracker = tracker or Tracker(uri, artifact_root=key[1])
+            if tracker is None:
+                tracker = Tracker(uri, artifact_root=key[1])
+                for problem in tracker.problems:
+                    console.print(f"[yellow]{escape(problem)}[/]", highlight=False)
         except Exception as exc:  # MLflow observes: without it the run goes on, and says so
             from bench.tracking import redact
 
