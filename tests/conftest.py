@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,6 +25,7 @@ def install_example_plugin() -> Path:
     Every registry-parametrized test then covers a genuine third-party distribution too.
     """
     target = Path(tempfile.mkdtemp(prefix="bench-plugin-"))
+    atexit.register(shutil.rmtree, target, ignore_errors=True)  # the test session's processes are done by then
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
          "--target", str(target), str(ROOT / "examples" / "latent-attention")],
