@@ -38,6 +38,7 @@ data: setup
 run: data
 	$(BIN)/bench run --suite default
 	$(BIN)/bench run --suite plus-ablation
+	$(BIN)/bench readme
 
 leaderboard: setup
 	$(BIN)/bench leaderboard

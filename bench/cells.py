@@ -76,7 +76,12 @@ def base_record(cell: Cell) -> dict[str, Any]:
         "cell_id": cell.id,
         "suite": cell.suite.name,
         "scale": cell.suite.scale,
-        "task": {**task.describe(), "higher_is_better": task.higher_is_better, "causal": task.causal},
+        "task": {
+            **task.describe(),
+            "higher_is_better": task.higher_is_better,
+            "causal": task.causal,
+            "equivalence_margin": task.equivalence_margin,
+        },
         "variant": {**variant.describe(), "summary": variant.summary},
         "config": {"type": type(cell.config).__name__, **cell.config.as_dict()},
         "created_at": now(),
@@ -162,8 +167,20 @@ def _seed_record(seed: int, params: dict[str, float], result: FitResult) -> dict
     return {"seed": seed, "params": params, **asdict(result)}
 
 
+def _done_seeds(cell: Cell, store: ResultStore) -> dict[int, dict[str, Any]]:
+    """Final fits already done: the seeds of the cell's stored result (a cell extended with more seeds
+    keeps them), and those saved since (`partial/`)."""
+    path = store.find(cell.id)
+    try:
+        stored = store.load(path) if path else {}
+    except ValueError:
+        stored = {}
+    kept = stored.get("per_seed", []) if stored.get("status") == "ok" else []
+    return {**{s["seed"]: s for s in kept if isinstance(s, dict) and "seed" in s}, **store.seed_results(cell.id)}
+
+
 def _final_fits(cell: Cell, ctx: RunContext, parent: str | None, best: dict[str, float]) -> list[dict[str, Any]]:
-    done = ctx.store.seed_results(cell.id)
+    done = _done_seeds(cell, ctx.store)
     records = []
     for seed in cell.suite.seeds:
         if seed in done and done[seed]["params"] == best and set(done[seed]) >= _FIT_FIELDS:
@@ -181,6 +198,17 @@ def _final_fits(cell: Cell, ctx: RunContext, parent: str | None, best: dict[str,
         records.append(record)
         ctx.progress.end_fit()
     return records
+
+
+def _seed_design(cell: Cell) -> dict[str, Any] | None:
+    """How the cell's seed count was chosen: the suite's adaptive looks over its seeds, or None (fixed)."""
+    full = cell.suite.full
+    if not full.looks:
+        return None
+    from bench.adaptive import ALPHA, SPENDING
+
+    return {"looks": list(full.looks), "seeds": list(full.seeds), "baseline": full.baseline, "spending": SPENDING,
+            "alpha": ALPHA}  # fmt: skip
 
 
 def cost_figures(cell: Cell, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
@@ -274,6 +302,7 @@ def run_claimed(cell: Cell, ctx: RunContext) -> dict[str, Any]:
             status="ok",
             tuning=tuning,
             seeds=list(cell.suite.seeds),
+            seed_design=_seed_design(cell),
             per_seed=per_seed,
             summary={"metric": metric, **summarize([s["test"][metric] for s in per_seed]).as_dict()},
             costs=cost_figures(cell, per_seed),

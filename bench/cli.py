@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
     board.add_argument("--out", type=Path, default=None, help="output folder (default RESULTS/leaderboard)")
     board.set_defaults(handler=_cmd_leaderboard)
+    readme = commands.add_parser("readme", help="write the README's figures from the built leaderboard's data")
+    readme.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
+    readme.add_argument("--readme", type=Path, default=Path("README.md"), help="the README (default ./README.md)")
+    readme.add_argument("--check", action="store_true", help="change nothing; exit 1 when the figures differ")
+    readme.set_defaults(handler=_cmd_readme)
     ui = commands.add_parser("ui", help="open the MLflow UI on a results folder's tracking store")
     ui.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
     ui.add_argument(
@@ -85,7 +90,11 @@ def _add_run_parser(commands: Any) -> None:
     run.add_argument("--tasks", help="comma-separated task ids or names (overrides the suite)")
     run.add_argument("--variants", help="comma-separated variant ids or study names (overrides the suite)")
     run.add_argument("--trials", type=int, help="Optuna trials per cell")
-    run.add_argument("--seeds", help="seeds of the final fits: a count (3) or a list (0,1,2)")
+    run.add_argument(
+        "--seeds",
+        help="seeds of the final fits: a count (3) or a list (0,1,2); every cell gets "
+        "them all (default: the suite's adaptive seeds, 3 then more where a comparison is undecided)",
+    )
     run.add_argument("--epochs", type=int, help="epochs per fit, for every task")
     run.add_argument("--max-steps", type=int, help="optimiser steps per fit, for every task")
     run.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
@@ -185,6 +194,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         variants=tuple(_names(args.variants) or ()) or None,
         trials=args.trials,
         seeds=_parse_seeds(args.seeds),
+        looks=() if args.seeds else None,  # seeds given: each cell runs them all
         max_epochs=args.epochs,
         max_steps=args.max_steps,
         devices=args.devices,
@@ -217,6 +227,19 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         raise ValueError(f"no results in {args.results}/cells; run `bench run --results {args.results}` first")
     build_leaderboard(args.results, make_console(), args.out)
     return 0
+
+
+def _cmd_readme(args: argparse.Namespace) -> int:
+    import json
+
+    from bench_leaderboard.readme import sync
+
+    data = args.results / "leaderboard" / "leaderboard.json"
+    if not data.is_file():
+        raise ValueError(f"no {data}; build it first with `bench leaderboard --results {args.results}`")
+    same = sync(args.readme, json.loads(data.read_text()), check=args.check)
+    print(f"{args.readme}: figures {'match the results' if same else 'differ' if args.check else 'rewritten'}")
+    return 1 if args.check and not same else 0
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:

@@ -251,9 +251,11 @@ class DDPFitLoop(FitLoop):
         dist.all_reduce(totals)
         return dict(zip(names, totals.tolist(), strict=True))
 
-    def fit(self, config: TaskConfig, validate: bool, fast_dev_run: bool = False) -> dict[str, float]:
+    def fit(
+        self, config: TaskConfig, validate: bool, fast_dev_run: bool = False, curve: bool = False
+    ) -> dict[str, float]:
         """`FitLoop.fit`; then the examples trained on are every rank's (throughput counts the global batch)."""
-        val = super().fit(config, validate, fast_dev_run)
+        val = super().fit(config, validate, fast_dev_run, curve)
         examples = torch.tensor([float(self.timings.examples)], dtype=torch.float64, device=self.device)
         dist.all_reduce(examples)
         self.timings.examples = int(examples.item())
@@ -486,7 +488,8 @@ def _helper_main(rank: int, spec: FitSpec, build: Build, conn: Connection) -> No
         store = dist.TCPStore(HOST, conn.recv(), spec.config.devices, False, timedelta(seconds=spec.timeout_s))
         _join_group(rank, spec.config.devices, store, device_of(rank), spec.timeout_s)
         loop = DDPFitLoop(module, datamodule, device_of(rank), hooks=[_Listen(device_of(rank))])
-        loop.fit(spec.config, validate=not spec.test, fast_dev_run=spec.fast_dev_run)
+        loop.fit(spec.config, validate=not spec.test, fast_dev_run=spec.fast_dev_run,
+                 curve=spec.test and not spec.fast_dev_run)  # as rank 0's (bench.train.fit)  # fmt: skip
         if spec.test:
             loop.test(spec.fast_dev_run)
     except (_Stopped, Diverged):

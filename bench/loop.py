@@ -26,6 +26,16 @@ if TYPE_CHECKING:
     from bench_tasks.module import TaskModule
 
 LOG_EVERY = 50  # steps between training-loss curve points (a point per step would cost a SQLite write each)
+#: points of a fit's metric curve: the steps T/2^(n-1), ..., T/4, T/2, T of a fit of T steps (log-spaced,
+#: the last the end), so a verdict can be read at half and at full budget
+CURVE_POINTS = 4
+
+
+def curve_steps(total: int, points: int = CURVE_POINTS) -> tuple[int, ...]:
+    """The optimiser steps after which a fit of `total` steps records its curve (distinct, the last `total`)."""
+    if total < 1:
+        return ()
+    return tuple(sorted({max(1, round(total / 2**k)) for k in range(points)}))
 
 
 class Diverged(RuntimeError):
@@ -65,6 +75,11 @@ class Plan:
     batches: int  # training batches per epoch
     steps: int  # optimiser steps in all (what the schedule spans)
     eval_batches: int | None = None  # per validation and test pass; None: all
+
+    @property
+    def checkpoints(self) -> tuple[int, ...]:
+        """The steps after which a fit that records its curve scores itself (`curve_steps`)."""
+        return curve_steps(self.steps)
 
     @classmethod
     def of(cls, config: TaskConfig, loader_length: int, fast_dev_run: bool = False) -> Plan:
@@ -125,6 +140,12 @@ class FitLoop:
         self.step = 0  # optimiser steps taken
         self.epoch = 0  # epochs completed
         self.val: dict[str, float] = {}
+        #: the metric along the fit: {"step", "val", "test"} at each of `Plan.checkpoints` (when asked for)
+        self.curve: list[dict[str, Any]] = []
+        self._curve_at: frozenset[int] = frozenset()
+        self._curve_loaders: dict[str, Iterable[Any]] = {}
+        self._eval_batches: int | None = None
+        self._final_step = 0
 
     def _batches(self, loader: Iterable[Any], limit: int | None) -> Iterator[Any]:
         """The first `limit` batches (all of a sized loader when None), on the device.
@@ -144,10 +165,14 @@ class FitLoop:
         if self.logger and metrics:
             self.logger.log_metrics({**{f"{stage}/{k}": v for k, v in metrics.items()}, "epoch": self.epoch}, step)
 
-    def fit(self, config: TaskConfig, validate: bool, fast_dev_run: bool = False) -> dict[str, float]:
+    def fit(
+        self, config: TaskConfig, validate: bool, fast_dev_run: bool = False, curve: bool = False
+    ) -> dict[str, float]:
         """Train as `config` says; validate after each full epoch when `validate`. Returns the last validation.
 
         `fast_dev_run` trains one batch and validates one, whatever `validate` says: a check of the whole path.
+        With `curve`, the validation and test splits are scored at each of the plan's checkpoints
+        (`self.curve`; the last point's test is `test()`'s), without changing the training's arithmetic.
         """
         validate = validate or fast_dev_run
         self.datamodule.prepare_data()
@@ -155,6 +180,8 @@ class FitLoop:
         train_loader = self.datamodule.train_dataloader()
         plan = Plan.of(config, len(train_loader), fast_dev_run)
         val_loader = self.datamodule.val_dataloader() if validate else None
+        if curve:
+            self._start_curve(plan)
         self.optimizer = optimizer = self.module.build_optimizer()
         self.scheduler = scheduler = self.module.build_scheduler(optimizer, plan.steps)
         params = [p for group in optimizer.param_groups for p in group["params"]]  # clipped in this order
@@ -201,8 +228,35 @@ class FitLoop:
         self.timings.examples += examples_in(batch)
         self.timings.batch_seconds += now - start
         self.timings.steps, self.timings.last = self.timings.steps + 1, now
+        if self.step in self._curve_at:
+            self._curve_point()
         for hook in self.hooks:
             hook.batch_ended(self.step)
+
+    def _start_curve(self, plan: Plan) -> None:
+        self.datamodule.setup("test")
+        self._curve_loaders = {"val": self.datamodule.val_dataloader(), "test": self.datamodule.test_dataloader()}
+        self._curve_at, self._eval_batches = frozenset(plan.checkpoints), plan.eval_batches
+        self._final_step = plan.steps
+
+    def _curve_point(self) -> None:
+        """Score the curve's splits at this step, in a forked RNG: the fit draws what it would have drawn
+        without the point (the same batches, masks and dropout), so its result does not depend on the curve.
+        The last point's test score is `test()`'s, not a second pass."""
+        import torch
+
+        started = time.perf_counter()
+        point: dict[str, Any] = {"step": self.step}
+        with torch.random.fork_rng(devices=[]):
+            for stage, loader in self._curve_loaders.items():
+                if stage == "test" and self.step == self._final_step:
+                    continue
+                point[stage] = self._score(stage, loader, self._eval_batches)
+        self.curve.append(point)
+        self.timings.evals.append((started, time.perf_counter()))
+        for stage in ("val", "test"):
+            if stage in point:
+                self._log(f"curve_{stage}", point[stage], self.step - 1)
 
     @contextmanager
     def _scoring(self) -> Iterator[None]:
@@ -239,6 +293,8 @@ class FitLoop:
         self.datamodule.setup("test")
         metrics = self._score("test", self.datamodule.test_dataloader(), 1 if fast_dev_run else None)
         self._log("test", metrics, self.step)
+        if self.curve and self.curve[-1]["step"] == self.step and "test" not in self.curve[-1]:
+            self.curve[-1]["test"] = metrics  # the end of the curve is the fit's test score
         return metrics
 
     def close(self, status: str = "success") -> None:

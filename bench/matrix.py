@@ -38,6 +38,10 @@ class Cell:
     def label(self) -> str:
         return f"{self.task.id} x {self.variant.id}"
 
+    def with_seeds(self, n: int) -> Cell:
+        """This cell run on its suite's first `n` seeds (adaptive seeds; the id stays: seeds extend a cell)."""
+        return dataclasses.replace(self, suite=self.suite.with_seeds(n))
+
 
 def cell_id(task: Task, variant: VariantSpec, config: TaskConfig) -> str:
     """12 hex digits of a hash of everything that determines the cell's result."""

@@ -42,8 +42,8 @@ def plan(suite: Suite, options: RunOptions) -> list[matrix.Cell]:
 def run(suite: Suite, options: RunOptions) -> int:
     """Run (or, with dry_run, show) the suite; returns the process exit status."""
     console = make_console()
-    cells = plan(suite, options)
     store = ResultStore(options.results)
+    cells = with_seed_plan(plan(suite, options), store, suite)
     if not options.dry_run:
         store.sweep_torn_writes()
     _storage_ready(storage_url(options), options.results)
@@ -74,13 +74,57 @@ def run(suite: Suite, options: RunOptions) -> int:
         run_cell(cell, recorder)
     todo = [c for c in todo if not c.na_reason]
     if todo:
-        run_cells(todo, suite, options, console)
+        run_rounds(todo, [c for c in cells if c.task.id in {t.task.id for t in todo}], store, options, console)
     timings["cells_seconds"] = time.perf_counter() - started - timings["data_seconds"]
     results = report_run.compare_with_baseline(store, cells, suite.baseline)
     report_run.summary_table(console, cells, results, timings)
     _analytic(options.results, console)
     build_leaderboard(options.results, console)
     return 1 if any(r.get("status") == "failed" for r in results.values()) else 0
+
+
+def with_seed_plan(cells: list[matrix.Cell], store: ResultStore, suite: Suite) -> list[matrix.Cell]:
+    """Each cell with the seeds it needs now: all the suite's, or with `looks` the adaptive plan's first n."""
+    if not suite.looks:
+        return cells
+    from bench.adaptive import plan_seeds
+
+    wanted = plan_seeds(cells, store, suite.baseline, suite.looks).wanted
+    return [c if c.na_reason else c.with_seeds(wanted[c.id]) for c in cells]
+
+
+def run_rounds(
+    todo: list[matrix.Cell], row: list[matrix.Cell], store: ResultStore, options: RunOptions, console: Any
+) -> None:
+    """Run `todo`, cells of equal seed counts together; with adaptive seeds, then each later look of the
+    design: the cells of these tasks (`row`) whose comparisons ask for more seeds, until none does."""
+    from itertools import groupby
+
+    suite = todo[0].suite.full
+    failed: set[str] = set()
+    for look in range(len(suite.looks) or 1):
+        if look:
+            row = with_seed_plan(row, store, suite)
+            todo = [c for c in row if not c.na_reason and c.id not in failed and _short(c, store)]
+        if not todo:
+            return
+        if suite.looks:
+            console.print(f"[bold]seeds, look {look + 1} of {len(suite.looks)}:[/] {len(todo)} cells to run")
+        for _, group in groupby(sorted(todo, key=lambda c: len(c.suite.seeds)), key=lambda c: len(c.suite.seeds)):
+            cells = list(group)
+            run_cells(cells, cells[0].suite, options, console)
+        failed |= {c.id for c in todo if _short(c, store)}  # failed or diverged: not run again this time
+
+
+def _short(cell: matrix.Cell, store: ResultStore) -> bool:
+    """Whether the stored ok result of `cell` lacks some of the seeds it needs now."""
+    path = store.find(cell.id)
+    try:
+        done = store.load(path) if path else {}
+    except ValueError:
+        done = {}
+    have = {s.get("seed") for s in done.get("per_seed", [])} if done.get("status") == "ok" else set()
+    return not set(cell.suite.seeds) <= have
 
 
 def _storage_ready(url: str, results: Path) -> None:

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench.matrix import Cell
-from bench.stats import metric_scale, paired
+from bench.stats import metric_scale, paired, summarize_metric
 from bench.store import ResultStore
 
 STATUS_STYLE = {"cached": "green", "partial": "yellow", "to run": "cyan", "n/a": "dim", "gave up": "red"}
@@ -38,9 +38,9 @@ def trials_done(storage: str, cells: list[Cell]) -> dict[str, int]:
 
 
 def matrix_table(console: Console, cells: list[Cell], statuses: dict[str, str], suite: Any) -> None:
-    table = Table(
-        title=f"suite {suite.name}: {len(cells)} cells, {suite.trials} trials + {len(suite.seeds)} seeds each"
-    )
+    seeds = (f"{suite.looks[0]}-{suite.looks[-1]} adaptive seeds (looks at {'/'.join(map(str, suite.looks))})"
+             if suite.looks else f"{len(suite.seeds)} seeds")  # fmt: skip
+    table = Table(title=f"suite {suite.name}: {len(cells)} cells, {suite.trials} trials + {seeds} each")
     for col in ("task", "variant", "status", "cell id", "why"):
         table.add_column(col)
     for cell in cells:
@@ -132,12 +132,17 @@ def summary_table(
 
 def gate_lines(console: Console, cells: list[Cell], results: dict[str, dict[str, Any]]) -> None:
     """Per task: its trivial baseline and whether QKV beat it by the task's margin (else not ranked)."""
-    from bench_leaderboard.model import learn_gate
+    from bench_leaderboard.model import GATE_MIN_SEEDS, learn_gate
 
     for task in list({c.task.id: c.task for c in cells}.values()):
         records = [results[c.id] for c in cells if c.task.id == task.id and c.id in results]
         base = next((r for r in records if r["variant"]["id"] == "qkv" and r["status"] == "ok"), None)
         trivial = next((r["baseline"] for r in records if "value" in r.get("baseline", {})), None)
-        gate = learn_gate(trivial, base["summary"]["mean"] if base else None, task.higher_is_better)
+        bound = None
+        if base and len(base["per_seed"]) >= GATE_MIN_SEEDS:
+            values = [s["test"][task.metric] for s in base["per_seed"]]
+            interval = summarize_metric(values, task.metric, task.higher_is_better)
+            bound = interval.ci95_low if task.higher_is_better else interval.ci95_high
+        gate = learn_gate(trivial, base["summary"]["mean"] if base else None, task.higher_is_better, bound)
         colour = "green" if gate["learns"] else "red"
         console.print(f"{escape(task.id)}: [{colour}]{gate['status']}[/] ({escape(gate['reason'])})")

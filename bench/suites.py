@@ -28,6 +28,10 @@ class Suite:
         baseline: The variant every other is compared with.
         devices: Devices per fit for every task when set (DDP above 1: GPUs, or CPU processes); how a
             fit runs, not what it computes, so it is not part of a cell's id.
+        looks: Adaptive seeds (`bench.adaptive`): the seed counts at which each comparison with the
+            baseline is looked at (a group-sequential design), the last at most `len(seeds)`; a cell runs
+            the first n of `seeds`. Empty: every cell runs all `seeds`.
+        full: The suite a cell's seed plan narrowed (`with_seeds`); None for the suite as declared.
     """
 
     name: str
@@ -40,6 +44,18 @@ class Suite:
     max_steps: int | None = None
     baseline: str = "qkv"
     devices: int | None = None
+    looks: tuple[int, ...] = ()
+    parent: Suite | None = None
+
+    @property
+    def full(self) -> Suite:
+        """The suite as declared, before a seed plan narrowed its seeds."""
+        return self.parent or self
+
+    def with_seeds(self, n: int) -> Suite:
+        """This suite's first `n` seeds (a cell's share under adaptive seeds)."""
+        full = self.full
+        return dataclasses.replace(full, seeds=full.seeds[:n], parent=full)
 
     def override(self, **changes: object) -> Suite:
         """A copy with the fields given (those set to None are left alone)."""
@@ -58,13 +74,20 @@ ALL_TASKS = (
 )  # fmt: skip
 
 
-def default() -> Suite:
-    """The README's main job: every task family x every built-in variant, offline data, CPU-sized.
+#: the default suite's tasks: every family but Fashion-MNIST, whose QKV did not clear its learning gate at the
+#: budget our CPUs give it (committed results of 779a64e: QKV 0.8558 against a bar of 0.8535, its 95% interval
+#: reaching the bar) while it took 27% of the suite's cell time; `--tasks fashion-mnist` runs it
+DEFAULT_TASKS = tuple(t for t in ALL_TASKS if t != "fashion-mnist")
 
-    The budget goes to seeds before trials (5 paired seeds, no tuning: each task's default optimiser
-    settings); `--trials N` adds Optuna tuning on the validation split.
+
+def default() -> Suite:
+    """The README's main job: every task family (`DEFAULT_TASKS`) x every built-in variant, offline data, CPU-sized.
+
+    The budget goes to seeds before trials (no tuning: each task's default optimiser settings; `--trials N`
+    adds Optuna tuning on the validation split). Seeds are adaptive: 3 paired seeds per cell, then 6 and
+    10 for the comparisons with QKV that are still undecided (`bench.adaptive`).
     """
-    return Suite("default", tasks=ALL_TASKS, scale="default", trials=0, seeds=(0, 1, 2, 3, 4))
+    return Suite("default", tasks=DEFAULT_TASKS, scale="default", trials=0, seeds=tuple(range(10)), looks=(3, 6, 10))
 
 
 def paper() -> Suite:
@@ -96,7 +119,8 @@ def plus_ablation() -> Suite:
         ),
         scale="default",
         trials=0,
-        seeds=(0, 1, 2, 3, 4),
+        seeds=tuple(range(10)),
+        looks=(3, 6, 10),
     )  # fmt: skip
 
 

@@ -37,7 +37,10 @@ class FitResult:
     data_source: dict[str, str] = field(default_factory=dict)
     steps: int = 0  # optimiser steps taken
     step_seconds: float = 0.0  # first step's start to last step's end, validation taken out
-    eval_seconds: float = 0.0  # validation passes during training
+    eval_seconds: float = 0.0  # validation passes during training (and the curve's points)
+    #: the metric along the fit, at log-spaced steps ending at the last (`bench.loop.curve_steps`):
+    #: [{"step", "val": {...}, "test": {...}}]; final fits only (a tuning fit has its validations)
+    curve: list[dict[str, Any]] = field(default_factory=list)
 
 
 class FitTimeout(RuntimeError):
@@ -151,7 +154,15 @@ def build(
             reference = task.build_model(init_reference, config, optim)
         share_initial_values(module.net, reference.net)
         del reference
+    # what the fit draws from here (masks, flips, dropout) follows the seed alone too, not how many values
+    # the variant's model drew: every variant of a seed gets the same draws (paired, like its data order)
+    torch.manual_seed(training_seed(seed))
     return module, datamodule, source
+
+
+def training_seed(seed: int) -> int:
+    """The seed of the random draws a fit makes while training: disjoint from the initial values' stream."""
+    return seed + 7_919_000_000
 
 
 def fit(
@@ -198,7 +209,7 @@ def fit(
     ):
         try:
             start = time.perf_counter()
-            val = loop.fit(config, validate=not test, fast_dev_run=fast_dev_run)
+            val = loop.fit(config, validate=not test, fast_dev_run=fast_dev_run, curve=test and not fast_dev_run)
             train_seconds = time.perf_counter() - start
             test_metrics = loop.test(fast_dev_run) if test else {}
             status = "success"
@@ -217,4 +228,5 @@ def fit(
         steps=timings.steps,
         step_seconds=timings.step_seconds(),
         eval_seconds=timings.eval_seconds(),
+        curve=loop.curve,
     )

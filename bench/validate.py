@@ -19,6 +19,12 @@ def check_run_inputs(suite: Suite, options: RunOptions, storage: str) -> None:
         raise ValueError(f"--trials must be 0 or more, got {suite.trials}; use 0 to skip tuning")
     if not suite.seeds:
         raise ValueError("--seeds is empty; give at least one seed, e.g. --seeds 0,1")
+    if suite.looks and (list(suite.looks) != sorted(set(suite.looks)) or suite.looks[0] < 2
+                        or suite.looks[-1] > len(suite.seeds)):  # fmt: skip
+        raise ValueError(
+            f"suite {suite.name!r}: looks {list(suite.looks)} must rise from at least 2 seeds to at "
+            f"most its {len(suite.seeds)} seeds; fix the suite, or give --seeds N for fixed seeds"
+        )
     if len(set(suite.seeds)) != len(suite.seeds):
         raise ValueError(f"--seeds repeats a seed: {list(suite.seeds)}")
     bad = [s for s in suite.seeds if not 0 <= s < TUNING_SEED]

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from bench.loop import FitHooks, FitLoop
+from bench.loop import FitHooks, FitLoop, curve_steps
 from bench.registry import tasks, variants
 from bench.tracking import FLUSH_POINTS, Tracker, default_tracking_uri
 from bench.train import fit, skip_absent_gpu_probe
-from bench_tasks.base import OptimConfig
-from bench_tasks.datamodule import BatchIndexed
+from bench_tasks.base import OptimConfig, TaskConfig
+from bench_tasks.datamodule import BatchIndexed, SplitDataModule
 from bench_tasks.module import Sums, TaskModule
 from bench_tasks.vision import ImageDataModule, ImageSplits, VisionConfig
 
@@ -161,3 +161,56 @@ def test_an_epoch_takes_its_batches_without_asking_the_loader_for_one_more() -> 
     list(exhausted)
     assert torch.equal(ours.generator.get_state(), limited.generator.get_state())  # type: ignore[union-attr]
     assert not torch.equal(ours.generator.get_state(), exhausted.generator.get_state())  # type: ignore[union-attr]
+
+
+def test_curve_steps_are_log_spaced_and_end_at_the_last_step() -> None:
+    assert curve_steps(40) == (5, 10, 20, 40)
+    assert curve_steps(10) == (1, 2, 5, 10)  # rounded, distinct
+    assert curve_steps(3) == (1, 2, 3) and curve_steps(1) == (1,) and curve_steps(0) == ()
+
+
+class _Noisy(TaskModule):
+    """A model that draws from the global RNG on every batch, scored or trained (as dropout or masks would)."""
+
+    def __init__(self) -> None:
+        super().__init__(torch.nn.Linear(2, 1), OptimConfig(lr=1e-2))
+
+    def evaluate(self, batch: Any) -> tuple[torch.Tensor, Sums]:
+        x, y = batch
+        pred = self.net(x + torch.rand(len(x), 1)).squeeze(-1)
+        loss = ((pred - y) ** 2).mean()
+        return loss, {"loss": (loss.detach() * len(x), len(x))}
+
+
+class _Pairs(SplitDataModule):
+    def build(self) -> dict[str, Any]:
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(96, 2, generator=g)
+        y = x.sum(1)
+        return {"train": TensorDataset(x[:64], y[:64]), "val": TensorDataset(x[64:80], y[64:80]),
+                "test": TensorDataset(x[80:], y[80:])}  # fmt: skip
+
+
+@pytest.mark.parametrize("task_id", ["reverse", None])
+def test_a_fit_that_records_its_curve_trains_exactly_as_one_that_does_not(task_id: str | None, tmp_path: Path) -> None:
+    """The curve's points score val and test mid-fit in a forked RNG: the same draws, weights and test score."""
+    config = TaskConfig(d_model=2, n_layers=1, n_heads=1, batch_size=8, max_epochs=2)
+    if task_id:
+        task = tasks().get(task_id)
+        config = dataclasses.replace(task.config("smoke"), max_epochs=2)
+        task.prepare(tmp_path)
+    results = {}
+    for curve in (False, True):
+        torch.manual_seed(0)
+        module = task.build_model(variants().get("tied-kv"), config, OptimConfig(lr=3e-3)) if task_id else _Noisy()
+        data = task.datamodule(tmp_path, config, 0) if task_id else _Pairs(8, 0)
+        loop = FitLoop(module, data, torch.device("cpu"))
+        loop.fit(config, validate=False, curve=curve)
+        results[curve] = (loop.test(), [p.detach().clone() for p in module.parameters()], loop.curve, loop.step)
+    (test_a, params_a, curve_a, _), (test_b, params_b, curve_b, steps) = results[False], results[True]
+    assert all(torch.equal(a, b) for a, b in zip(params_a, params_b, strict=True))
+    assert curve_a == [] and [p["step"] for p in curve_b] == list(curve_steps(steps))
+    assert all(set(p) == {"step", "val", "test"} for p in curve_b)
+    assert curve_b[0]["test"] != curve_b[-1]["test"]  # it moved: the points are read at different steps
+    if task_id:  # a scoring pass that draws nothing scores the same; the noisy one draws anew each time
+        assert test_a == test_b and curve_b[-1]["test"] == test_b  # the curve ends at the fit's own test score

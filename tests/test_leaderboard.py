@@ -413,7 +413,8 @@ def test_mean_rank_leaves_out_tasks_that_did_not_learn(built: dict[str, Any]) ->
     assert [r["task"] for r in ranks["tied-qkv"]["ranks"]] == ["reverse", "lm"]  # swap ran but is not counted
     assert ranks["tied-qkv"]["tasks"] == 2
     left = built["data"]["overview"]["left_out"]
-    assert [t["task"] for t in left] == ["swap"] and left[0]["why"].startswith("did not learn: QKV 0.6 < ")
+    assert [t["task"] for t in left] == ["swap"]
+    assert left[0]["why"].startswith("did not learn: QKV's 95% lower bound 0.5749 (mean 0.6) < ")
     assert 'id="left-out"' in built["html"]
     table1 = built["data"]["paper"][0]
     swap_col = [c["task"] for c in table1["columns"]].index("swap")
@@ -450,7 +451,9 @@ def test_claims_and_mean_rank_follow_the_gate(swap_baseline: float, learns: bool
     assert worst["tasks"] == (2 if learns else 1)
 
 
-@pytest.mark.parametrize(("bigram", "learns"), [(21.0, True), (20.5, False)])  # QKV 20.2; threshold bigram x 0.98
+# QKV 20.2, its upper 95% bound about 20.71; threshold bigram x 0.98 (21.0 x 0.98 = 20.58: the mean clears it,
+# the bound does not, so the task has not shown that it learns)
+@pytest.mark.parametrize(("bigram", "learns"), [(21.5, True), (21.0, False), (20.5, False)])
 def test_lower_is_better_gate_on_the_lm(bigram: float, learns: bool) -> None:
     lm_baseline = {**BASELINES["lm"], "value": bigram}
     records = [record("lm", v, xs, LM_QKV, baseline=lm_baseline) for v, xs in
@@ -627,7 +630,7 @@ def test_inconclusive_claim_says_how_it_leans_and_seeds_needed() -> None:
 
 def test_board_statistics(built: dict[str, Any]) -> None:
     data = built["data"]
-    assert data["schema_version"] == 3 and set(data["methods"]) == {"intervals", "stars", "ranks"}
+    assert data["schema_version"] == 3 and set(data["methods"]) == {"intervals", "stars", "ranks", "budget", "seeds"}
     for g in data["groups"]:
         for r in g["rows"]:
             if r["status"] == "ok" and r["metric"] == "accuracy":

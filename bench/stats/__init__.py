@@ -1,4 +1,5 @@
-"""Statistics over seeds: metric-aware intervals, paired comparisons, corrections, equivalence, aggregates.
+"""Statistics over seeds: metric-aware intervals, paired comparisons, corrections, equivalence, aggregates,
+and group-sequential designs that choose how many seeds a comparison needs.
 
 Everything here takes numbers and returns numbers or frozen dataclasses; nothing reads files or
 renders HTML. `summarize` and `paired` keep their original meaning (a plain Student t interval)
@@ -18,6 +19,16 @@ from bench.stats.intervals import (
     summarize_metric,
     to_scale,
 )
+from bench.stats.sequential import (
+    Design,
+    Look,
+    boundaries,
+    decide,
+    detectable_effect,
+    equivalence_boundaries,
+    expected_seeds,
+    power,
+)
 from bench.stats.testing import Equivalence, bh_adjust, holm_adjust, n_for_power, tost
 
 __all__ = [
@@ -25,11 +36,18 @@ __all__ = [
     "CLAMP",
     "METHODS",
     "Aggregate",
+    "Design",
     "Equivalence",
+    "Look",
     "Paired",
     "Summary",
     "aggregate",
     "bh_adjust",
+    "boundaries",
+    "decide",
+    "detectable_effect",
+    "equivalence_boundaries",
+    "expected_seeds",
     "holm_adjust",
     "interval_scale",
     "iqm",
@@ -37,6 +55,7 @@ __all__ = [
     "n_for_power",
     "normalise",
     "paired",
+    "power",
     "probability_of_improvement",
     "summarize",
     "summarize_metric",

@@ -25,7 +25,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from . import claims, model, paper, plots, scoring, tested
+from . import budget, claims, model, paper, plots, scoring, tested
 from .load import load_analytic, load_results
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -93,7 +93,13 @@ def board(
             "mean_ranks": model.mean_ranks(groups),
             "left_out": left,
         },
-        "methods": {"intervals": scoring.INTERVAL_NOTE, "stars": scoring.STAR_NOTE, "ranks": scoring.RANK_NOTE},
+        "methods": {
+            "intervals": scoring.INTERVAL_NOTE,
+            "stars": scoring.STAR_NOTE,
+            "ranks": scoring.RANK_NOTE,
+            "budget": budget.NOTE,
+            "seeds": model.seeds_note(records),
+        },
         "paper": paper.side_by_side(cells, excluded),
         "claims": claims.evaluate(cells, excluded),
         "tested_claims": tested.evaluate(cells),

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from bench.tracking import redact
 
-from . import scoring
+from . import budget, scoring
 
 BASELINE = "qkv"
 MLFLOW_UI = "http://127.0.0.1:5000"  # where `bench ui` serves MLflow by default
@@ -29,6 +29,8 @@ TASK_ORDER = (
 )  # fmt: skip
 BUCKETS = {"ok": 0, "stale": 1, "failed": 2, "diverged": 2, "n/a": 3}
 LEARNS, DID_NOT_LEARN, NO_BASELINE, GATE_UNKNOWN = "learns", "did not learn", "no baseline", "gate unknown"
+#: seeds from which the gate holds QKV's worse interval bound to the bar (below, a smoke run's 2 seeds, its mean)
+GATE_MIN_SEEDS = 3
 
 #: task id -> variant id -> the record the claims and the paper comparison read
 Cells = Mapping[str, Mapping[str, Mapping[str, Any]]]
@@ -172,7 +174,52 @@ def _ok_fields(record: Mapping[str, Any], base: Mapping[str, Any] | None) -> dic
         "search_space": _dict(tuning.get("search_space")),
         **_params(record),
         "seeds": list(record.get("seeds") or []),
+        "budget": budget.verdict(record, base) if base and base["cell_id"] != record["cell_id"] else None,
+        "seed_decision": seed_decision(record, base),
     }
+
+
+def seed_decision(record: Mapping[str, Any], base: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """How the cell's seed count was decided: its comparison with QKV under the run's group-sequential design
+    ({decision, n_used, reason}); None for fixed seeds, the QKV cell itself, or a record without the design."""
+    design = _dict(record.get("seed_design"))
+    margin = _num(_dict(record.get("task")).get("equivalence_margin"))
+    looks, seeds = design.get("looks"), design.get("seeds")
+    if not base or base["cell_id"] == record["cell_id"] or not looks or not seeds or margin is None:
+        return None
+    from bench.adaptive import comparison_look, seed_values
+
+    try:
+        design = adaptive_design(looks, str(design.get("spending") or "pocock"))
+        look = comparison_look(seed_values(record), seed_values(base), [int(s) for s in seeds], design,
+                               float(margin), bool(record["task"]["higher_is_better"]))  # fmt: skip
+    except (TypeError, ValueError) as exc:  # a hand-edited design: say so instead of failing the page
+        return {"decision": "unknown", "n_used": None, "reason": f"the recorded seed design is unusable: {exc}"}
+    return {"decision": look.decision, "n_used": look.n_used, "reason": look.reason}
+
+
+def seeds_note(records: Sequence[Mapping[str, Any]]) -> str:
+    """How the cells' seed counts were chosen, for the page's methods."""
+    found = {(tuple(d.get("looks") or ()), str(d.get("spending") or "pocock"))
+             for d in (_dict(r.get("seed_design")) for r in records)}  # fmt: skip
+    designs = sorted(d for d in found if d[0])
+    if not designs:
+        return "Seeds: every cell ran its suite's fixed seeds."
+    try:
+        names = "; ".join(adaptive_design(looks, spending).name for looks, spending in designs)
+    except (TypeError, ValueError) as exc:
+        names = f"a recorded design is unusable: {exc}"
+    return (f"Seeds are adaptive ({names}): every cell starts with the first look's seeds; a comparison with QKV "
+            "that is decided (it differs, or it is equivalent within the task's margin by two one-sided tests) "
+            "stops, an undecided one gets the next look's seeds, up to the last; QKV runs the most seeds any "
+            "comparison of its task asks for, so every comparison stays paired. Each row says what decided its "
+            "seeds.")  # fmt: skip
+
+
+def adaptive_design(looks: Sequence[Any], spending: str) -> Any:
+    from bench.adaptive import design_of
+
+    return design_of([int(n) for n in looks], spending)
 
 
 def make_row(record: Mapping[str, Any], stale_reason: str | None, base: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -307,24 +354,30 @@ def read_baseline(record: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def learn_gate(baseline: Mapping[str, Any] | None, qkv_mean: float | None, higher_is_better: bool) -> dict[str, Any]:
-    """Whether a task shows learning: the QKV cell's mean test metric beats the trivial baseline by the margin.
+def learn_gate(
+    baseline: Mapping[str, Any] | None, qkv_mean: float | None, higher_is_better: bool, qkv_bound: float | None = None
+) -> dict[str, Any]:
+    """Whether a task shows learning: the QKV cell's test metric beats the trivial baseline by the margin.
 
-    Higher is better: mean >= value + margin (margin in metric units). Lower is better (perplexity):
-    mean <= value x (1 - margin) (margin relative). Only a task that "learns" is ranked; "did not
+    The score held against the bar is QKV's worse 95% interval bound when given (its lower bound when higher
+    is better), else its mean: a task whose QKV interval reaches the bar has not shown that it learns.
+    Higher is better: score >= value + margin (margin in metric units). Lower is better (perplexity):
+    score <= value x (1 - margin) (margin relative). Only a task that "learns" is ranked; "did not
     learn", "no baseline" and "gate unknown" tasks are shown without ranks, front, claims or paper.
 
     Args:
         baseline: From `read_baseline`, or None when the task's records carry no baseline.
         qkv_mean: The fresh ok QKV cell's mean test metric, or None when there is no such cell.
         higher_is_better: The metric's direction.
+        qkv_bound: QKV's 95% interval bound on the worse side, or None (then the mean is held to the bar).
 
     Returns:
-        {status, learns, reason, qkv_mean, threshold, margin}; status is one of `LEARNS`,
+        {status, learns, reason, qkv_mean, qkv_bound, threshold, margin}; status is one of `LEARNS`,
         `DID_NOT_LEARN`, `NO_BASELINE`, `GATE_UNKNOWN`.
     """
     margin = baseline.get("learn_margin") if baseline else None
-    out = {"status": GATE_UNKNOWN, "learns": False, "qkv_mean": qkv_mean, "threshold": None, "margin": margin}
+    out = {"status": GATE_UNKNOWN, "learns": False, "qkv_mean": qkv_mean, "qkv_bound": qkv_bound, "threshold": None,
+           "margin": margin}  # fmt: skip
     if baseline is None:
         return {**out, "status": NO_BASELINE, "reason": "the results record no trivial baseline for this task"}
     if qkv_mean is None:
@@ -332,13 +385,19 @@ def learn_gate(baseline: Mapping[str, Any] | None, qkv_mean: float | None, highe
     if margin is None:
         return {**out, "reason": "the baseline records no learn_margin"}
     name, value = baseline["name"], float(baseline["value"])
+    score = qkv_mean if qkv_bound is None else qkv_bound
+    held = (
+        f"QKV {qkv_mean:.4g}"
+        if qkv_bound is None
+        else f"QKV's 95% {'lower' if higher_is_better else 'upper'} bound {qkv_bound:.4g} (mean {qkv_mean:.4g})"
+    )
     if higher_is_better:
         threshold, rule = value + margin, f"{name} {value:.4g} + {margin:.4g}"
-        learns, sign = qkv_mean >= threshold, ">=" if qkv_mean >= threshold else "<"
+        learns, sign = score >= threshold, ">=" if score >= threshold else "<"
     else:
         threshold, rule = value * (1 - margin), f"{name} {value:.4g} x (1 - {margin:.4g})"
-        learns, sign = qkv_mean <= threshold, "<=" if qkv_mean <= threshold else ">"
-    status, reason = LEARNS if learns else DID_NOT_LEARN, f"QKV {qkv_mean:.4g} {sign} {rule} = {threshold:.4g}"
+        learns, sign = score <= threshold, "<=" if score <= threshold else ">"
+    status, reason = LEARNS if learns else DID_NOT_LEARN, f"{held} {sign} {rule} = {threshold:.4g}"
     return {**out, "status": status, "learns": learns, "threshold": threshold, "reason": reason}
 
 
@@ -361,7 +420,12 @@ def _group(
     rows = sorted((make_row(r, stale.get(r["cell_id"]), base) for r in members), key=_order_key)
     task = (fresh or sorted(members, key=lambda r: r["cell_id"]))[0]["task"]
     baseline, error = _group_baseline(base, members)
-    gate = learn_gate(baseline, float(base["summary"]["mean"]) if base else None, bool(task["higher_is_better"]))
+    hib = bool(task["higher_is_better"])
+    base_row = next((r for r in rows if base and r["cell_id"] == base["cell_id"]), None)
+    bound = None  # below 3 seeds the interval (t with 1 degree of freedom) says nothing: the mean is held
+    if base_row and (base_row.get("n") or 0) >= GATE_MIN_SEEDS:
+        bound = _num(base_row.get("ci95_low" if hib else "ci95_high"))
+    gate = learn_gate(baseline, float(base["summary"]["mean"]) if base else None, hib, bound)
     if baseline is None and error:
         gate["reason"] += f" (computing it failed: {error})"
     _compare_rows(rows)

@@ -15,6 +15,7 @@ from typing import Any
 
 from bench import stats
 
+from . import budget
 from .model import BASELINE, Cells
 from .paper import PAPER_NAMES, reported_gain
 from .scoring import seed_values
@@ -67,7 +68,7 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
 
 
 def _missing(what: str) -> Test:
-    return {"support": None, "contra": None, "lean": "no data", "seeds_needed": None, "lines": [what]}
+    return {"support": None, "contra": None, "lean": "no data", "seeds_needed": None, "lines": [what], "pairs": []}
 
 
 def _directional(cells: Cells, pairs: Sequence[tuple[str, str, str]], expect: str) -> Test:
@@ -94,17 +95,19 @@ def _directional(cells: Cells, pairs: Sequence[tuple[str, str, str]], expect: st
     seeds = max((n for n in needed if n is not None), default=None)
     contra = min(1.0, min(contras) * len(contras))
     return {"support": max(supports), "contra": contra, "lean": lean, "seeds_needed": seeds,
-            "lines": lines}  # fmt: skip
+            "lines": lines, "pairs": list(pairs)}  # fmt: skip
 
 
 def _equivalent(cells: Cells, tasks: Sequence[str], a: str, b: str, margin: float, natural: bool) -> Test:
     """TOST of (a - b) within +-margin on every task (natural scale, else the test scale); p = max over tasks."""
     supports, contras, lines, needed, inside = [], [], [], [], []
+    read: list[tuple[str, str, str]] = []
     for task in tasks:
         found = _diffs(cells, task, a, b)
         if found is None:
             lines.append(f"{task}: {_name(a)} vs {_name(b)} not tested (a cell is missing or has < 2 shared seeds)")
             continue
+        read.append((task, a, b))
         z, nat, scale = found
         values = nat if natural else z
         eq = stats.tost(values, margin)
@@ -124,7 +127,7 @@ def _equivalent(cells: Cells, tasks: Sequence[str], a: str, b: str, margin: floa
     lean = "towards the claim" if all(inside) else "against the claim" if not any(inside) else "mixed"
     seeds = None if None in needed else max(n for n in needed if n is not None)
     return {"support": max(supports), "contra": min(1.0, min(contras) * len(contras)), "lean": lean,
-            "seeds_needed": seeds, "lines": lines}  # fmt: skip
+            "seeds_needed": seeds, "lines": lines, "pairs": read}  # fmt: skip
 
 
 def _synthetic(cells: Cells) -> list[str]:
@@ -150,7 +153,8 @@ def _plus_helps(cells: Cells) -> Test:
     needed = [p.get("seeds_needed") for p in per_pair]
     seeds = max((n for n in needed if n is not None), default=None)
     return {"support": max(p["support"] for p in per_pair), "contra": contra,
-            "lean": leans.pop() if len(leans) == 1 else "mixed", "seeds_needed": seeds, "lines": lines}  # fmt: skip
+            "lean": leans.pop() if len(leans) == 1 else "mixed", "seeds_needed": seeds, "lines": lines,
+            "pairs": [pair for p in per_pair for pair in p["pairs"]]}  # fmt: skip
 
 
 def _pair_over_tasks(cells: Cells, pairs: Sequence[tuple[str, str, str]]) -> Test:
@@ -174,6 +178,7 @@ def _pair_over_tasks(cells: Cells, pairs: Sequence[tuple[str, str, str]]) -> Tes
             "contra": None,
             "lean": "no data",
             "lines": [*lines, "fewer than 2 tasks to test across"],
+            "pairs": [],
         }
     sup, con = _one_sided(gains, True)
     g = stats.summarize(gains)
@@ -182,7 +187,7 @@ def _pair_over_tasks(cells: Cells, pairs: Sequence[tuple[str, str, str]]) -> Tes
     # seeds: what the noisiest task's paired t-test would need to show its own gain (or loss) at 80% power
     seeds = max((n for n in needed if n is not None), default=None)
     return {"support": sup, "contra": con, "lean": "towards the claim" if sup < con else "against the claim",
-            "seeds_needed": seeds, "lines": lines}  # fmt: skip
+            "seeds_needed": seeds, "lines": lines, "pairs": list(pairs)}  # fmt: skip
 
 
 def _digits_close(cells: Cells) -> Test:
@@ -195,7 +200,8 @@ def _digits_close(cells: Cells) -> Test:
     needed = [p["seeds_needed"] for p in parts]
     return {"support": max(p["support"] for p in parts), "contra": min(1.0, 3 * min(p["contra"] for p in parts)),
             "lean": leans.pop() if len(leans) == 1 else "mixed",
-            "seeds_needed": None if None in needed else max(needed), "lines": lines}  # fmt: skip
+            "seeds_needed": None if None in needed else max(needed), "lines": lines,
+            "pairs": [pair for p in parts for pair in p["pairs"]]}  # fmt: skip
 
 
 def _lm_worst(cells: Cells) -> Test:
@@ -230,10 +236,28 @@ def evaluate(cells: Cells) -> list[dict[str, Any]]:
         status = (
             HELD if sup is not None and sup < ALPHA else NOT_HELD if con is not None and con < ALPHA else INCONCLUSIVE
         )
+        labels, lines = _budget_lines(cells, test.get("pairs", []))
+        moving = budget.MOVING in labels
+        decided_as = status if status != INCONCLUSIVE else None
+        if moving and decided_as:
+            status = INCONCLUSIVE  # the verdict would flip with the budget: it needs a longer one, not a reading
+            lines.append(f"would read {decided_as} at this budget, but a verdict it rests on moves with the budget: "
+                         "inconclusive; a longer budget is what it needs")  # fmt: skip
         out.append({"id": cid, "claim": text, "status": status, "p_support_holm": sup, "p_contra_holm": con,
                     "lean": test["lean"], "seeds_needed": test.get("seeds_needed") if status == INCONCLUSIVE else None,
-                    "evidence": "\n".join(test["lines"])})  # fmt: skip
+                    "budget": next((b for b in (budget.MOVING, budget.NO_CURVE, budget.STABLE) if b in labels), None),
+                    "evidence": "\n".join([*test["lines"], *lines])})  # fmt: skip
     return out
+
+
+def _budget_lines(cells: Cells, pairs: Sequence[tuple[str, str, str]]) -> tuple[set[str], list[str]]:
+    """The budget labels of the comparisons a claim rests on, and a line per comparison saying how it moves."""
+    labels, lines = set(), []
+    for task, a, b in pairs:
+        found = budget.verdict(cells[task][a], cells[task][b])
+        labels.add(found["label"])
+        lines.append(f"budget, {task}: {_name(a)} vs {_name(b)} {budget.label_text(found)}: {found['text']}")
+    return labels, lines
 
 
 def _holm(p_values: Sequence[float | None]) -> list[float | None]:

@@ -173,6 +173,9 @@ class Task(abc.ABC):
     #: how far the baseline variant (QKV) must beat `baseline()` for the task to count as learning:
     #: in metric units when higher is better, as a relative reduction when lower is better (perplexity)
     learn_margin: float = 0.02
+    #: how close to the baseline variant counts as the same quality (the equivalence margin of adaptive seeds
+    #: and of "within X" claims): metric units when higher is better, relative when lower is better
+    equivalence_margin: float = 0.02
 
     @abc.abstractmethod
     def config(self, scale: Scale) -> TaskConfig:

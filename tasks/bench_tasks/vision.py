@@ -134,6 +134,7 @@ class ImageClassificationTask(Task):
     higher_is_better = True
     causal = False
     learn_margin = 0.01
+    equivalence_margin = 0.015  # "within about 1.5 points" of QKV's top-1 accuracy
 
     @abc.abstractmethod
     def load_splits(self, data_dir: Path, config: VisionConfig) -> ImageSplits:

@@ -1,0 +1,101 @@
+"""Verdicts against budget: each comparison read along the fits' curves, and labelled stable or moving.
+
+Every final fit records its test metric at log-spaced steps (T/8, T/4, T/2 and T of its T steps). The
+paired difference of two variants at each of those steps, over the seeds both ran, shows whether a
+verdict is about what a design can learn or about how fast it learns: a verdict is **stable** when the
+decision (better, worse, or no significant difference, by the paired t-test on the metric's test scale
+at 5%) is the same at half and at full budget, and **moving** otherwise, **closing** when the gap shrank
+from half to full budget and **widening** when it grew. A point mid-fit is read from the same fit (its
+learning rate not yet decayed), not from a shorter fit: it shows the direction, not a shorter budget's
+exact result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from bench import stats
+
+STABLE, MOVING, NO_CURVE = "stable", "moving", "no curve"
+BETTER, WORSE, SAME = "better", "worse", "no significant difference"
+ALPHA = 0.05
+NOTE = (
+    "Budget: each fit records its test metric at T/8, T/4, T/2 and T of its T steps. A verdict against QKV is "
+    "stable when its decision (better, worse, or no significant difference: paired t-test on the test scale at 5%) "
+    "is the same at half and at full budget, moving otherwise (closing: the gap shrank from half to full budget; "
+    "widening: it grew). A claim is held or not held only where the verdicts it rests on are stable."
+)
+
+
+def curve_values(record: Mapping[str, Any]) -> dict[int, dict[int, float]]:
+    """step -> seed -> the primary test metric at that step of the seed's fit; {} for a record without curves."""
+    metric = str(record.get("task", {}).get("metric") or "")
+    out: dict[int, dict[int, float]] = defaultdict(dict)
+    for entry in record.get("per_seed") or []:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("seed"), int):
+            continue
+        for point in entry.get("curve") or []:
+            value = point.get("test", {}).get(metric) if isinstance(point, Mapping) else None
+            step = point.get("step") if isinstance(point, Mapping) else None
+            if isinstance(step, int) and isinstance(value, int | float) and math.isfinite(value):
+                out[step][entry["seed"]] = float(value)
+    return dict(out)
+
+
+def _decision(comparison: stats.Paired, higher_is_better: bool) -> str:
+    if comparison.p_value is None or comparison.p_value >= ALPHA:
+        return SAME
+    return BETTER if (comparison.scale_diff > 0) == higher_is_better else WORSE
+
+
+def points(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """a - b at every step both curves have, over the seeds both ran: {step, fraction, n, mean_diff, ci95_low,
+    ci95_high, p_value, decision}; [] when the records have no common curve."""
+    task = a.get("task", {})
+    metric, higher = str(task.get("metric") or ""), bool(task.get("higher_is_better", True))
+    mine, theirs = curve_values(a), curve_values(b)
+    steps = sorted(set(mine) & set(theirs))
+    if not steps:
+        return []
+    scale = stats.metric_scale(metric, higher)
+    out = []
+    for step in steps:
+        c = stats.paired(mine[step], theirs[step], scale)
+        if c is None:
+            continue
+        out.append({"step": step, "fraction": step / steps[-1], "n": c.n, "mean_diff": c.mean_diff,
+                    "ci95_low": c.ci95_low, "ci95_high": c.ci95_high, "p_value": c.p_value,
+                    "decision": _decision(c, higher)})  # fmt: skip
+    return out
+
+
+def stability(curve: list[dict[str, Any]]) -> dict[str, Any]:
+    """The verdict's label from `points`: {label, direction, half, full, text}."""
+    if len(curve) < 2 or curve[-1]["fraction"] != 1.0:
+        return {"label": NO_CURVE, "direction": None, "half": None, "full": None,
+                "text": "no curve recorded (a fit from before curves)"}  # fmt: skip
+    full = curve[-1]
+    half = min(curve[:-1], key=lambda p: abs(p["fraction"] - 0.5))
+    label = STABLE if half["decision"] == full["decision"] else MOVING
+    direction = None
+    if label == MOVING:
+        direction = "closing" if abs(full["mean_diff"]) < abs(half["mean_diff"]) else "widening"
+    text = (f"{half['decision']} at step {half['step']} ({half['mean_diff']:+.4g}), {full['decision']} at step "
+            f"{full['step']} ({full['mean_diff']:+.4g})")  # fmt: skip
+    return {"label": label, "direction": direction, "half": half["decision"], "full": full["decision"], "text": text}
+
+
+def verdict(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """a against b along the budget: {points, label, direction, half, full, text}."""
+    curve = points(a, b)
+    return {"points": curve, **stability(curve)}
+
+
+def label_text(found: Mapping[str, Any]) -> str:
+    """ "stable", "moving (closing)", "no curve": the label as the page prints it."""
+    if found["label"] == MOVING and found.get("direction"):
+        return f"{MOVING} ({found['direction']})"
+    return str(found["label"])
