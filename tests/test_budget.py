@@ -8,7 +8,7 @@ import pytest
 
 from bench_leaderboard import budget
 from bench_leaderboard import tested as tested_mod
-from bench_leaderboard.build import board
+from bench_leaderboard.build import board, render_html
 from tests.test_leaderboard import LOW5, Q5, group, record
 
 STEPS = (5, 10, 20, 40)
@@ -71,3 +71,24 @@ def test_a_claim_on_a_moving_verdict_is_inconclusive(half: float, status: str) -
     assert ("a longer budget is what it needs" in claim["evidence"]) is (not half)
     row = next(r for r in group(data, "reverse")["rows"] if r["variant"] == "tied-qkv")
     assert row["budget"]["label"] == (budget.STABLE if half else budget.MOVING)
+
+
+def test_variants_that_ran_few_tasks_are_never_ranked_beside_those_that_ran_many() -> None:
+    """MQA on the LM alone (1 of 3 ranked tasks) sits in its own list, however well it did there."""
+    from tests.test_leaderboard import DIGITS, LM_QKV, REV_QKV
+
+    lm_best = [19.0, 19.1, 19.05]
+    records = [
+        *(record(t, "qkv", xs, xs) for t, xs in (("reverse", REV_QKV), ("mnist", DIGITS), ("lm", LM_QKV))),
+        *(record(t, "tied-kv", xs, base) for t, xs, base in
+          (("reverse", [0.69, 0.70, 0.70], REV_QKV), ("mnist", [0.97, 0.975, 0.972], DIGITS), ("lm", lm_best, LM_QKV))),
+        record("lm", "mqa", [18.0, 18.1, 18.05], LM_QKV),
+    ]  # fmt: skip
+    data = board(records, [], {})
+    overview = data["overview"]
+    assert overview["ranked_tasks"] == 3
+    assert {v["variant"] for v in overview["mean_ranks"]} == {"qkv", "tied-kv"}
+    assert [(v["variant"], v["tasks"]) for v in overview["mean_ranks_partial"]] == [("mqa", 1)]
+    assert {a["variant"] for a in overview["aggregates"]["rows"]} == {"qkv", "tied-kv"}
+    assert [a["variant"] for a in overview["aggregates"]["partial"]] == ["mqa"]
+    assert "Ran on fewer than half of the 3 ranked tasks" in render_html(data)

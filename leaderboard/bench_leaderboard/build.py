@@ -88,11 +88,7 @@ def board(
         "baseline": model.BASELINE,
         "mlflow_ui": model.MLFLOW_UI,
         "groups": groups,
-        "overview": {
-            "aggregates": scoring.aggregates(groups, model.BASELINE),
-            "mean_ranks": model.mean_ranks(groups),
-            "left_out": left,
-        },
+        "overview": overview(groups, left),
         "methods": {
             "intervals": scoring.INTERVAL_NOTE,
             "stars": scoring.STAR_NOTE,
@@ -102,11 +98,21 @@ def board(
         },
         "paper": paper.side_by_side(cells, excluded),
         "claims": claims.evaluate(cells, excluded),
-        "tested_claims": tested.evaluate(cells),
+        "tested_claims": tested.evaluate(cells, excluded),
         "analytic": claims.analytic_checks(analytic),
         "compare": compare_view(groups),
         "plus_ablation": tested.plus_ablation(model.gated(model.current_cells(records, stale, True), excluded)),
     }
+
+
+def overview(groups: list[dict[str, Any]], left: list[dict[str, str]]) -> dict[str, Any]:
+    """Aggregates and mean ranks over the ranked tasks, variants that ran fewer than half of them apart."""
+    ranked = model.ranked_task_count(groups)
+    aggregates = scoring.aggregates(groups, model.BASELINE)
+    aggregates["rows"], aggregates["partial"] = model.by_coverage(aggregates["rows"], ranked)
+    ranks, partial = model.by_coverage(model.mean_ranks(groups), ranked)
+    return {"aggregates": aggregates, "mean_ranks": ranks, "mean_ranks_partial": partial,
+            "ranked_tasks": ranked, "left_out": left}  # fmt: skip
 
 
 def compare_view(groups: list[dict[str, Any]]) -> dict[str, Any]:

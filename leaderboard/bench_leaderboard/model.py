@@ -495,6 +495,20 @@ def mean_ranks(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda v: (v["mean_rank"], -v["tasks"], v["variant"]))
 
 
+def by_coverage(
+    items: Sequence[dict[str, Any]], ranked_tasks: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`items` (each with its `tasks` count) split into those that ran at least half of the `ranked_tasks` and
+    the rest: an aggregate over one task is no peer of one over thirteen, so the two are never ranked together."""
+    least = math.ceil(ranked_tasks / 2)
+    return [i for i in items if i["tasks"] >= least], [i for i in items if i["tasks"] < least]
+
+
+def ranked_task_count(groups: Sequence[Mapping[str, Any]]) -> int:
+    """The tasks ranks and aggregates read: primary groups that pass the learning gate."""
+    return sum(1 for g in groups if g["primary"] and g["gate"]["learns"])
+
+
 def left_out(groups: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """task id -> why it is left out of claims and the paper comparison (its primary group fails the gate), in order."""
     return {
