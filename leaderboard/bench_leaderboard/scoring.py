@@ -25,8 +25,9 @@ STAR_NOTE = (
     "comparisons of the ranked tables (q-value in the tooltip)."
 )
 RANK_NOTE = (
-    "Rank = 1 + the number of variants whose 95% interval lies wholly on the better side of this one's, so variants "
-    "that cannot be told apart share a rank."
+    "Rank = 1 + the number of variants that beat this one in a paired t-test over the seeds both ran, on the test "
+    "scale (Benjamini-Hochberg across the task's pairs at 5%), so variants that cannot be told apart share a rank. "
+    "Rows without per-seed values fall back to interval overlap."
 )
 
 
@@ -64,14 +65,46 @@ def comparison(row: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any
 
 
 def tie_aware_ranks(rows: Sequence[dict[str, Any]]) -> None:
-    """rank = 1 + the number of fresh ok rows whose interval lies wholly on the better side of this row's."""
+    """rank = 1 + the number of fresh ok rows that beat this one (see `RANK_NOTE`), the same paired test the
+    stars use, over every pair of the task's rows."""
     ranked = [r for r in rows if r["state"] == "ok" and not r.get("ablates")]  # ablations are not ranked
-    for row in ranked:
-        if row["higher_is_better"]:
-            better = sum(o["ci95_low"] > row["ci95_high"] for o in ranked if o is not row)
+    pairs = [(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1 :]]
+    tested = [(a, b, _pair_test(a, b)) for a, b in pairs]
+    p_values = {id(t): t[2][1] for t in tested if t[2] is not None and t[2][1] is not None}
+    adjusted = dict(zip(p_values, stats.bh_adjust(list(p_values.values())), strict=True))
+    beaten = {id(r): 0 for r in ranked}
+    for test in tested:
+        a, b, found = test
+        if found is None:  # no shared seeds: the older reading, interval overlap
+            winner = _by_overlap(a, b)
         else:
-            better = sum(o["ci95_high"] < row["ci95_low"] for o in ranked if o is not row)
-        row["rank"] = float(1 + better)
+            diff, p = found
+            significant = p is not None and adjusted.get(id(test), 1.0) < FDR
+            winner = None if not significant else (a if (diff > 0) == a["higher_is_better"] else b)
+        if winner is not None:
+            beaten[id(b if winner is a else a)] += 1
+    for row in ranked:
+        row["rank"] = float(1 + beaten[id(row)])
+
+
+def _pair_test(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[float, float | None] | None:
+    """(a - b on the test scale, paired p-value) over shared seeds; None when they share fewer than 2."""
+    mine, theirs = a.get("seed_values") or {}, b.get("seed_values") or {}
+    if len(set(mine) & set(theirs)) < 2:
+        return None
+    c = stats.paired(dict(mine), dict(theirs), stats.metric_scale(str(a["metric"]), bool(a["higher_is_better"])))
+    if c is None:
+        return None
+    if c.p_value is None and c.scale_diff != 0:  # zero spread, a constant difference: as decided as it gets
+        return c.scale_diff, 0.0
+    return c.scale_diff, c.p_value
+
+
+def _by_overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The row whose 95% interval lies wholly on the better side of the other's, else None."""
+    if a["higher_is_better"]:
+        return a if a["ci95_low"] > b["ci95_high"] else b if b["ci95_low"] > a["ci95_high"] else None
+    return a if a["ci95_high"] < b["ci95_low"] else b if b["ci95_high"] < a["ci95_low"] else None
 
 
 def bh_stars(groups: Sequence[Mapping[str, Any]]) -> int:
