@@ -279,6 +279,17 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         return record
 
 
+def _same_na(store: ResultStore, record: dict[str, Any]) -> bool:
+    """Whether the store already holds this n/a record, all but its date and provenance."""
+    path = store.find(record["cell_id"])
+    try:
+        held = store.load(path) if path else {}
+    except ValueError:
+        return False
+    volatile = ("created_at", "provenance", "schema_version")
+    return {k: v for k, v in held.items() if k not in volatile} == {k: v for k, v in record.items() if k not in volatile}
+
+
 def run_claimed(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     """`run_cell`'s work, for a caller that holds the cell's claim and counts its attempts itself
     (the Ray driver: it claims, a node runs)."""
@@ -288,7 +299,8 @@ def run_claimed(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         record["baseline"] = trivial
     if cell.na_reason:
         record.update(status="n/a", reason=cell.na_reason)
-        ctx.store.write_cell(record)
+        if not _same_na(ctx.store, record):  # a run that changes nothing writes nothing (no new date, no new sha)
+            ctx.store.write_cell(record)
         return record
     noted = len(ctx.tracker.problems) if ctx.tracker else 0
     parent = ctx.tracker.cell_run(cell.id, cell.label, _tags(cell)) if ctx.tracker else None

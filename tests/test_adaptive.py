@@ -77,12 +77,13 @@ def test_a_decision_reads_only_the_first_looks_seeds() -> None:
 
 
 def test_an_adaptive_run_gives_each_cell_its_seeds_and_a_second_run_does_nothing(tmp_path: Path) -> None:
-    suite = _suite(looks=(2, 3))
+    suite = _suite(looks=(2, 3)).override(variants=(*VARIANTS, "gqa8"))  # GQA-8: n/a at the smoke size
     options = _options(tmp_path)
     assert run(suite, options) == 0
     store = ResultStore(options.results)
     records = {r["variant"]["id"]: r for r in store.all_cells()[0]}
-    cells = plan(suite, options)
+    assert records.pop("gqa8")["status"] == "n/a"
+    cells = [c for c in plan(suite, options) if not c.na_reason]
     wanted = adaptive.plan_seeds(cells, store, "qkv", suite.looks).wanted
     for cell in cells:
         record = records[cell.variant.id]
@@ -93,5 +94,6 @@ def test_an_adaptive_run_gives_each_cell_its_seeds_and_a_second_run_does_nothing
         assert all(len(s["curve"]) >= 3 and s["curve"][-1]["test"] == s["test"] for s in record["per_seed"])
     assert len(records["qkv"]["per_seed"]) == max(len(r["per_seed"]) for r in records.values())
     mtimes = {p: p.stat().st_mtime_ns for p in (options.results / "cells").glob("*.json")}
+    assert len(mtimes) == 4
     assert run(suite, options) == 0
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # the same decisions: nothing to run or rewrite
