@@ -287,7 +287,9 @@ def _same_na(store: ResultStore, record: dict[str, Any]) -> bool:
     except ValueError:
         return False
     volatile = ("created_at", "provenance", "schema_version")
-    return {k: v for k, v in held.items() if k not in volatile} == {k: v for k, v in record.items() if k not in volatile}
+    return {k: v for k, v in held.items() if k not in volatile} == {
+        k: v for k, v in record.items() if k not in volatile
+    }
 
 
 def run_claimed(cell: Cell, ctx: RunContext) -> dict[str, Any]:
