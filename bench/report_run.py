@@ -101,7 +101,8 @@ def summary_table(
     console: Console, cells: list[Cell], results: dict[str, dict[str, Any]], timings: dict[str, float]
 ) -> None:
     table = Table(title="results (test split; mean ± 95% CI over seeds; * = significant vs baseline)")
-    for col in ("task", "metric", "variant", "status", "value", "Δ vs baseline", "params", "KV B/token", "source"):
+    for col in ("task", "metric", "variant", "status", "value", "seeds", "Δ vs baseline", "params", "KV B/token",
+                "source"):  # fmt: skip
         table.add_column(col)
     for cell in cells:
         record = results.get(cell.id)
@@ -115,6 +116,7 @@ def summary_table(
             escape(cell.variant.display_name),
             escape(record["status"] if ok else f"{record['status']}: {record.get('reason', '')}"[:60]),
             _fmt_metric(record) if ok else "-",
+            str(len(record["per_seed"])) if ok else "-",
             _fmt_delta(record) if ok else "-",
             f"{costs['parameters']:,}" if ok else "-",
             f"{costs['kv_bytes_per_token']:,}" if ok else "-",
