@@ -24,11 +24,11 @@ def test_the_committed_readme_holds_the_figures_of_the_committed_results() -> No
 def test_sync_rewrites_only_the_block_and_names_missing_markers(tmp_path: Path) -> None:
     board = json.loads(BOARD.read_text())
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{BEGIN}\nold figures: 42\n{END}\noutro\n")
-    assert not sync(readme, board, check=True) and "42" in readme.read_text()  # a check changes nothing
+    readme.write_text(f"intro\n{BEGIN}\nOLD FIGURES\n{END}\noutro\n")
+    assert not sync(readme, board, check=True) and "OLD FIGURES" in readme.read_text()  # a check changes nothing
     assert not sync(readme, board)
     text = readme.read_text()
-    assert text.startswith("intro\n") and text.endswith("\noutro\n") and "42" not in text
+    assert text.startswith("intro\n") and text.endswith("\noutro\n") and "OLD FIGURES" not in text
     assert sync(readme, board)  # now in step: nothing to write
     readme.write_text("no markers here\n")
     with pytest.raises(ValueError, match="no generated-figures block"):
