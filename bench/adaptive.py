@@ -87,20 +87,6 @@ class SeedPlan:
     wanted: dict[str, int]
     looks: dict[str, Look]
 
-    def short(self, cell: Cell, store: ResultStore) -> bool:
-        """Whether `cell` has fewer stored seeds than it must have."""
-        return len(seed_values(_stored(cell, store))) < self.wanted.get(cell.id, 0)
-
-
-def _stored(cell: Cell, store: ResultStore) -> dict[str, Any] | None:
-    path = store.find(cell.id)
-    if path is None:
-        return None
-    try:
-        return store.load(path)
-    except ValueError:
-        return None
-
 
 def plan_seeds(cells: Sequence[Cell], store: ResultStore, baseline: str, looks: Sequence[int]) -> SeedPlan:
     """The seeds every runnable cell needs now, task by task (see the module docstring)."""
@@ -113,13 +99,13 @@ def plan_seeds(cells: Sequence[Cell], store: ResultStore, baseline: str, looks: 
     decisions: dict[str, Look] = {}
     for row in by_task.values():
         base = next((c for c in row if c.variant.id == baseline), None)
-        base_values = seed_values(_stored(base, store)) if base else {}
+        base_values = seed_values(store.record(base.id)) if base else {}
         need_base = design.looks[0]
         for cell in row:
             if cell is base:
                 continue
             task, seeds = cell.task, cell.suite.seeds
-            look = comparison_look(seed_values(_stored(cell, store)), base_values, seeds, design,
+            look = comparison_look(seed_values(store.record(cell.id)), base_values, seeds, design,
                                    task.equivalence_margin, task.higher_is_better)  # fmt: skip
             decisions[cell.id] = look
             wanted[cell.id] = look.next_n or max(look.n_used, design.looks[0])

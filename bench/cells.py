@@ -170,11 +170,7 @@ def _seed_record(seed: int, params: dict[str, float], result: FitResult) -> dict
 def _done_seeds(cell: Cell, store: ResultStore) -> dict[int, dict[str, Any]]:
     """Final fits already done: the seeds of the cell's stored result (a cell extended with more seeds
     keeps them), and those saved since (`partial/`)."""
-    path = store.find(cell.id)
-    try:
-        stored = store.load(path) if path else {}
-    except ValueError:
-        stored = {}
+    stored = store.record(cell.id)
     kept = stored.get("per_seed", []) if stored.get("status") == "ok" else []
     return {**{s["seed"]: s for s in kept if isinstance(s, dict) and "seed" in s}, **store.seed_results(cell.id)}
 
@@ -281,11 +277,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
 
 def _same_na(store: ResultStore, record: dict[str, Any]) -> bool:
     """Whether the store already holds this n/a record, all but its date and provenance."""
-    path = store.find(record["cell_id"])
-    try:
-        held = store.load(path) if path else {}
-    except ValueError:
-        return False
+    held = store.record(record["cell_id"])
     volatile = ("created_at", "provenance", "schema_version")
     return {k: v for k, v in held.items() if k not in volatile} == {
         k: v for k, v in record.items() if k not in volatile

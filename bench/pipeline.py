@@ -118,11 +118,7 @@ def run_rounds(
 
 def _short(cell: matrix.Cell, store: ResultStore) -> bool:
     """Whether the stored ok result of `cell` lacks some of the seeds it needs now."""
-    path = store.find(cell.id)
-    try:
-        done = store.load(path) if path else {}
-    except ValueError:
-        done = {}
+    done = store.record(cell.id)
     have = {s.get("seed") for s in done.get("per_seed", [])} if done.get("status") == "ok" else set()
     return not set(cell.suite.seeds) <= have
 

@@ -163,6 +163,14 @@ class ResultStore:
             raise ValueError(f"{path}: schema_version {found!r}, expected {SCHEMA_VERSION} (written by another bench)")
         return data
 
+    def record(self, cell_id: str) -> dict[str, Any]:
+        """The cell's stored record; {} when it has none or its file cannot be read (then it is computed again)."""
+        path = self.find(cell_id)
+        try:
+            return self.load(path) if path else {}
+        except ValueError:
+            return {}
+
     def write_cell(self, result: dict[str, Any]) -> Path:
         """Store a cell's record; a failed, diverged or partial attempt never replaces a good result.
 
