@@ -31,7 +31,8 @@ class Suite:
         looks: Adaptive seeds (`bench.adaptive`): the seed counts at which each comparison with the
             baseline is looked at (a group-sequential design), the last at most `len(seeds)`; a cell runs
             the first n of `seeds`. Empty: every cell runs all `seeds`.
-        full: The suite a cell's seed plan narrowed (`with_seeds`); None for the suite as declared.
+        parent: The declared suite a cell's seed plan narrowed (`with_seeds`; `full` reads it); None for
+            the suite as declared.
     """
 
     name: str
