@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import baselines
+from bench import baselines, reuse
 from bench.costs import measure_decoding
 from bench.matrix import Cell
 from bench.progress import RunProgress
@@ -21,19 +21,22 @@ from bench.registry import variants as variant_registry
 from bench.stats import summarize
 from bench.store import ResultStore
 from bench.tracking import Tracker, public_uri
-from bench.train import Diverged, FitResult, fit
+from bench.train import Diverged, FitResult, build, fit
 from bench.tuning import (
     TUNING_SEED,
-    Pruning,
+    best_value,
     default_params,
     finished_trials,
     open_study,
     optim_config,
+    pruning,
     search_space,
+    trials_record,
     tune,
 )
 
 if TYPE_CHECKING:
+    from bench_tasks.base import Task, TaskConfig
     from bench_variants.base import AttentionConfig, VariantSpec
 
 MEASURE_LIMIT = 1 << 24  # context x width x layers beyond which decoding on the CPU is too slow to measure
@@ -81,6 +84,7 @@ def base_record(cell: Cell) -> dict[str, Any]:
             "higher_is_better": task.higher_is_better,
             "causal": task.causal,
             "equivalence_margin": task.equivalence_margin,
+            **_speed(task, cell.config),
         },
         "variant": {**variant.describe(), "summary": variant.summary},
         "config": {"type": type(cell.config).__name__, **cell.config.as_dict()},
@@ -89,13 +93,24 @@ def base_record(cell: Cell) -> dict[str, Any]:
     }
 
 
+def _speed(task: Task, config: TaskConfig) -> dict[str, Any]:
+    """The record's note of a speed task's target and cap (nothing for a task that measures its metric)."""
+    target = task.speed_target(config)
+    if target is None:
+        return {}
+    return {"speed_target": {**asdict(target), "cap": config.max_steps}}
+
+
 def _fit(cell: Cell, ctx: RunContext, params: dict[str, float], seed: int, run_id: str | None, **kw: Any) -> FitResult:
     logger = ctx.tracker.logger(run_id) if ctx.tracker and run_id else False
     hooks = [ctx.progress.callback(), *kw.pop("hooks", [])]
-    optim = optim_config(params)
-    reference = variant_registry().get(cell.suite.baseline)  # shared initial values (paired seeds)
-    return fit(cell.task, cell.variant, cell.config, optim, seed=seed, data_dir=ctx.data_dir, logger=logger,
-               hooks=hooks, init_reference=reference, **kw)  # fmt: skip
+    return fit(cell.task, cell.variant, cell.config, optim_config(params), seed=seed, data_dir=ctx.data_dir,
+               logger=logger, hooks=hooks, init_reference=_reference(cell), **kw)  # fmt: skip
+
+
+def _reference(cell: Cell) -> VariantSpec:
+    """The variant whose initial values a cell's fits share (the suite's baseline: paired seeds)."""
+    return variant_registry().get(cell.suite.baseline)
 
 
 def _child(ctx: RunContext, parent: str | None, cell: Cell, name: str, params: dict[str, Any]) -> str | None:
@@ -117,47 +132,55 @@ def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, fl
     study = open_study(
         cell.id, ctx.storage, task.higher_is_better, sampler_key=f"{task.id}:{cell.suite.scale}", defaults=defaults
     )
-    metric = task.metric
+    metric, speed = task.metric, task.speed_target(cell.config) is not None
 
     def objective(trial: Any, params: dict[str, float]) -> float:
         ctx.progress.start_fit(f"  trial {trial.number + 1}")
         run_id = _child(ctx, parent, cell, f"trial-{trial.number}", {**params, "trial": trial.number})
-        pruner = Pruning(trial, metric)
         status = "FAILED"
         try:
-            result = _fit(cell, ctx, params, TUNING_SEED, run_id, test=False, hooks=[pruner])
+            result = _fit(cell, ctx, {**defaults, **params}, TUNING_SEED, run_id, test=False,
+                          hooks=[pruning(trial, metric, speed)])  # fmt: skip
             status = "FINISHED"
         except Diverged as exc:  # these settings blow up: a bad candidate, not a broken cell
+            trial.set_user_attr("steps", exc.step)
             raise optuna.TrialPruned(str(exc)) from exc
         finally:
             if ctx.tracker and run_id:
                 ctx.tracker.finish(run_id, status if status == "FINISHED" else "KILLED")
         if metric not in result.val:
             raise RuntimeError(f"task {task.id!r} logged no val/{metric}; it logged {sorted(result.val)}")
+        trial.set_user_attr("steps", result.steps)
         return result.val[metric]
 
-    best = tune(study, cell.suite.trials, space, objective, on_trial_end=ctx.progress.end_fit, defaults=defaults)
+    # the settings not searched stay at their defaults (`best` holds them: a final fit uses them)
+    best = {**defaults, **tune(study, cell.suite.trials, space, objective, on_trial_end=ctx.progress.end_fit,
+                               defaults=defaults)}  # fmt: skip
     info = {
         "sampler": "TPE, seeded per task (same candidates for every variant); trial 0 = defaults",
         "seed": TUNING_SEED,
-        "pruner": "median",
+        "pruner": "at the best trial's steps to the target" if speed else "successive halving at T/8, T/4, T/2",
         "trials_budget": cell.suite.trials,
         "trials_finished": finished_trials(study),
         "search_space": searched,
         "best_params": best,
-        "best_value": _best_value(study),
+        "best_value": best_value(study),
         "defaults": defaults,
         "study": study.study_name,
         "split": "validation",
+        **trials_record(study),  # each trial, and the cost in full fits
     }
     return best, info
 
 
-def _best_value(study: Any) -> float | None:
-    try:
-        return float(study.best_value)
-    except ValueError:  # no completed trial: the defaults were used
-        return None
+def _settings(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, float], dict[str, Any]]:
+    """The cell's optimiser settings and how they were chosen: for a cell that trains as another with an
+    ok result, that cell's (one model, one study); else its own study's (`_tune`)."""
+    base = cell.trains_as
+    record = ctx.store.record(base.id) if base else {}
+    if base is None or record.get("status") != "ok":
+        return _tune(cell, ctx, parent)
+    return record["tuning"]["best_params"], {**record["tuning"], "settings_of": base.id}
 
 
 _FIT_FIELDS = {f.name for f in fields(FitResult)}  # a saved seed missing one (hand-edited) is fitted again
@@ -175,8 +198,33 @@ def _done_seeds(cell: Cell, store: ResultStore) -> dict[int, dict[str, Any]]:
     return {**{s["seed"]: s for s in kept if isinstance(s, dict) and "seed" in s}, **store.seed_results(cell.id)}
 
 
+def _final_fit(
+    cell: Cell, ctx: RunContext, params: dict[str, float], seed: int, run_id: str | None, trained: dict[str, Any] | None
+) -> dict[str, Any]:
+    """One seed's final fit: evaluated on the fit of the cell it trains as (`trained`, that fit's record)
+    where that fit's states are kept, else trained (keeping its states when a cell trains as this one)."""
+    base = cell.trains_as
+    if base and trained and (states := reuse.load_states(ctx.store, base.id, seed, params)):
+        built = build(cell.task, cell.variant, cell.config, optim_config(params), seed, ctx.data_dir, _reference(cell))
+        result = reuse.evaluate(built, ctx.data_dir, states, trained)
+        return {**_seed_record(seed, params, result), "fit": f"evaluated on {base.id}"}
+    kept: reuse.States | None = {} if cell.keep_states else None
+    result = _fit(cell, ctx, params, seed, run_id, test=True, keep_states=kept)
+    if kept:
+        reuse.save_states(ctx.store, cell.id, seed, params, kept)
+    return {**_seed_record(seed, params, result), **({"fit": "trained (base state absent)"} if base else {})}
+
+
+def _base_fits(cell: Cell, store: ResultStore, params: dict[str, float]) -> dict[int, dict[str, Any]]:
+    """The final fits with `params` of the cell that `cell` trains as, by seed; {} when it trains as none."""
+    if cell.trains_as is None:
+        return {}
+    return {seed: record for seed, record in _done_seeds(cell.trains_as, store).items() if record["params"] == params}
+
+
 def _final_fits(cell: Cell, ctx: RunContext, parent: str | None, best: dict[str, float]) -> list[dict[str, Any]]:
     done = _done_seeds(cell, ctx.store)
+    base_fits = _base_fits(cell, ctx.store, best)
     records = []
     for seed in cell.suite.seeds:
         if seed in done and done[seed]["params"] == best and set(done[seed]) >= _FIT_FIELDS:
@@ -185,15 +233,22 @@ def _final_fits(cell: Cell, ctx: RunContext, parent: str | None, best: dict[str,
             continue
         ctx.progress.start_fit(f"  seed {seed}")
         run_id = _child(ctx, parent, cell, f"seed-{seed}", {**best, "seed": seed})
-        result = _fit(cell, ctx, best, seed, run_id, test=True)
-        record = _seed_record(seed, best, result)
+        record = _final_fit(cell, ctx, best, seed, run_id, base_fits.get(seed))
         ctx.store.write_seed(cell.id, record)  # saved before MLflow hears of it: MLflow cannot lose it
         if ctx.tracker and run_id:
-            ctx.tracker.log_metrics(run_id, {f"test/{k}": v for k, v in result.test.items()})
+            ctx.tracker.log_metrics(run_id, {f"test/{k}": v for k, v in record["test"].items()})
             ctx.tracker.finish(run_id)
         records.append(record)
         ctx.progress.end_fit()
     return records
+
+
+def _evaluated_on(cell: Cell, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """For a cell that trains as another: that cell, and the fits it was scored on instead of training."""
+    if cell.trains_as is None:
+        return {}
+    evaluated = sum(s.get("fit") == f"evaluated on {cell.trains_as.id}" for s in per_seed)
+    return {"evaluated_on": cell.trains_as.id, "fits_saved": evaluated}
 
 
 def _seed_design(cell: Cell) -> dict[str, Any] | None:
@@ -300,7 +355,7 @@ def run_claimed(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     parent = ctx.tracker.cell_run(cell.id, cell.label, _tags(cell)) if ctx.tracker else None
     started = time.perf_counter()
     try:
-        best, tuning = _tune(cell, ctx, parent)
+        best, tuning = _settings(cell, ctx, parent)
         tuned = time.perf_counter()
         per_seed = _final_fits(cell, ctx, parent, best)
         metric = cell.task.metric
@@ -310,6 +365,7 @@ def run_claimed(cell: Cell, ctx: RunContext) -> dict[str, Any]:
             seeds=list(cell.suite.seeds),
             seed_design=_seed_design(cell),
             per_seed=per_seed,
+            **_evaluated_on(cell, per_seed),
             summary={"metric": metric, **summarize([s["test"][metric] for s in per_seed]).as_dict()},
             costs=cost_figures(cell, per_seed),
             data_source=per_seed[0]["data_source"],

@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_parser(commands)
     _add_run_parser(commands)
     _add_perf_parser(commands)
+    _add_converge_parser(commands)
     board = commands.add_parser("leaderboard", help="build the static HTML leaderboard from a results folder")
     board.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
     board.add_argument("--out", type=Path, default=None, help="output folder (default RESULTS/leaderboard)")
@@ -61,6 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=_cmd_ui)
     return parser
+
+
+def _add_converge_parser(commands: Any) -> None:
+    converge = commands.add_parser(
+        "converge", help="train the study's variants far past a task's budget on the tuning seed: what it measures"
+    )
+    converge.add_argument("--task", required=True, help="a task id (see `bench list tasks`)")
+    converge.add_argument("--steps", type=int, required=True, help="optimiser steps per variant (e.g. 12x a budget)")
+    converge.add_argument("--target", type=float, default=None,
+                          help="the validation target (default: the task's speed target, else 0.99)")  # fmt: skip
+    converge.add_argument("--variants", default=None, help="comma-separated ids (default: the study's four)")
+    converge.add_argument("--out", type=Path, default=None, help="record folder (default: the tasks' own)")
+    converge.add_argument("--data-dir", type=Path, default=None, help="data cache (default: $BENCH_DATA_DIR, ~/.cache)")
+    converge.set_defaults(handler=_cmd_converge)
 
 
 def _add_check_variant_parser(commands: Any) -> None:
@@ -126,6 +141,8 @@ def _add_perf_parser(commands: Any) -> None:
     perf.add_argument("--out", type=Path, default=Path("results/perf"), help="results folder (default results/perf)")
     perf.add_argument("--threads", type=int, help="torch threads (default: $BENCH_THREADS; 1 if --quick; else all)")
     perf.add_argument("--data-dir", type=Path, default=None, help="data cache (default: $BENCH_DATA_DIR or ~/.cache)")
+    perf.add_argument("--results", type=Path, default=Path("results"), help="results folder `budget` reads")
+    perf.add_argument("--before", type=Path, help="an earlier run's results folder, for `budget`'s cell time before")
     perf.set_defaults(handler=_cmd_perf)
 
 
@@ -215,8 +232,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_perf(args: argparse.Namespace) -> int:
     from bench.perf.run import PerfOptions, parse_kinds, run_perf
 
-    options = PerfOptions(parse_kinds(args.only), args.quick, args.repeats, args.out, _data_dir(args), args.threads)
+    options = PerfOptions(parse_kinds(args.only), args.quick, args.repeats, args.out, _data_dir(args), args.threads,
+                          args.results, args.before)  # fmt: skip
     return run_perf(options)
+
+
+def _cmd_converge(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from bench import converge
+    from bench.registry import tasks
+    from bench.report import convergence_table, make_console
+    from bench_tasks.base import SpeedTarget
+
+    if args.steps < 1:
+        raise ValueError(f"--steps {args.steps}: give the optimiser steps of each run, e.g. --steps 960")
+    task = tasks().get(args.task)
+    declared = task.speed_target(task.config("default"))
+    target = declared or SpeedTarget(task.metric, 0.99, 1)
+    if args.target is not None:
+        target = dataclasses.replace(target, target=args.target)
+    console = make_console()
+    variants = _names(args.variants) or list(converge.STUDY_VARIANTS)
+    record = converge.converge(task, target, args.steps, _data_dir(args), variants,
+                               on_variant=lambda v: console.print(f"{task.id} x {v}: {args.steps} steps"))  # fmt: skip
+    path = converge.write(record, args.out)
+    convergence_table(record, console)
+    console.print(f"record: {path}")
+    return 0
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 
     import lightning as L
 
-    from bench_tasks.base import DataSource, OptimConfig, Task, TaskConfig
+    from bench_tasks.base import DataSource, OptimConfig, SpeedTarget, Task, TaskConfig
     from bench_tasks.module import TaskModule
     from bench_variants.base import VariantSpec
 
@@ -252,10 +252,19 @@ class DDPFitLoop(FitLoop):
         return dict(zip(names, totals.tolist(), strict=True))
 
     def fit(
-        self, config: TaskConfig, validate: bool, fast_dev_run: bool = False, curve: bool = False
+        self,
+        config: TaskConfig,
+        validate: bool,
+        fast_dev_run: bool = False,
+        curve: bool = False,
+        target: SpeedTarget | None = None,
+        stop_at_target: bool = True,
     ) -> dict[str, float]:
-        """`FitLoop.fit`; then the examples trained on are every rank's (throughput counts the global batch)."""
-        val = super().fit(config, validate, fast_dev_run, curve)
+        """`FitLoop.fit`; then the examples trained on are every rank's (throughput counts the global batch).
+
+        A speed target's looks score every rank's share of the validation split (summed), so every rank
+        reads the same value and stops at the same step."""
+        val = super().fit(config, validate, fast_dev_run, curve, target, stop_at_target)
         examples = torch.tensor([float(self.timings.examples)], dtype=torch.float64, device=self.device)
         dist.all_reduce(examples)
         self.timings.examples = int(examples.item())
@@ -464,6 +473,12 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, args=(parent,), daemon=True).start()
 
 
+def _task(spec: FitSpec) -> Task:
+    from bench.registry import tasks
+
+    return tasks().get(spec.task)
+
+
 def _rebuild(spec: FitSpec, build: Build) -> tuple[TaskModule, L.LightningDataModule]:
     """The fit rank 0 built, from registered ids."""
     from bench.registry import tasks, variants
@@ -489,7 +504,8 @@ def _helper_main(rank: int, spec: FitSpec, build: Build, conn: Connection) -> No
         _join_group(rank, spec.config.devices, store, device_of(rank), spec.timeout_s)
         loop = DDPFitLoop(module, datamodule, device_of(rank), hooks=[_Listen(device_of(rank))])
         loop.fit(spec.config, validate=not spec.test, fast_dev_run=spec.fast_dev_run,
-                 curve=spec.test and not spec.fast_dev_run)  # as rank 0's (bench.train.fit)  # fmt: skip
+                 curve=spec.test and not spec.fast_dev_run,
+                 target=_task(spec).speed_target(spec.config))  # as rank 0's (bench.train.fit)  # fmt: skip
         if spec.test:
             loop.test(spec.fast_dev_run)
     except (_Stopped, Diverged):

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import lightning as L
     import torch
 
-    from bench_tasks.base import TaskConfig
+    from bench_tasks.base import SpeedTarget, TaskConfig
     from bench_tasks.module import TaskModule
 
 LOG_EVERY = 50  # steps between training-loss curve points (a point per step would cost a SQLite write each)
@@ -56,6 +56,11 @@ class MetricLogger(Protocol):
 
 class FitHooks:
     """What a caller watches during a fit (progress bars, pruning); every method a no-op here."""
+
+    def fit_started(self, loop: FitLoop, plan: Plan) -> None:
+        """Before the first step of `loop`'s fit, which runs as `plan` says (a hook may keep `loop` to read it
+        mid-fit: `FitLoop.peek`). A data-parallel fit (`bench.ddp`) does not pass it on: a look there would have
+        to run on every rank, so its hooks never look mid-fit."""
 
     def epoch_started(self, epoch: int, epochs: int, batches: int) -> None:
         """Before the first batch of `epoch` (0-based) of `epochs`, which has `batches` batches."""
@@ -146,6 +151,12 @@ class FitLoop:
         self._curve_loaders: dict[str, Iterable[Any]] = {}
         self._eval_batches: int | None = None
         self._final_step = 0
+        #: a speed task's target (`fit(target=...)`), its validation metric at every look {"step", "val"},
+        #: and the step at which it was first reached (None: not yet, or never: the fit ran to its cap)
+        self.target: SpeedTarget | None = None
+        self.looks: list[dict[str, Any]] = []
+        self.reached: int | None = None
+        self._stop_at_target = True
 
     def _batches(self, loader: Iterable[Any], limit: int | None) -> Iterator[Any]:
         """The first `limit` batches (all of a sized loader when None), on the device.
@@ -166,13 +177,22 @@ class FitLoop:
             self.logger.log_metrics({**{f"{stage}/{k}": v for k, v in metrics.items()}, "epoch": self.epoch}, step)
 
     def fit(
-        self, config: TaskConfig, validate: bool, fast_dev_run: bool = False, curve: bool = False
+        self,
+        config: TaskConfig,
+        validate: bool,
+        fast_dev_run: bool = False,
+        curve: bool = False,
+        target: SpeedTarget | None = None,
+        stop_at_target: bool = True,
     ) -> dict[str, float]:
         """Train as `config` says; validate after each full epoch when `validate`. Returns the last validation.
 
         `fast_dev_run` trains one batch and validates one, whatever `validate` says: a check of the whole path.
         With `curve`, the validation and test splits are scored at each of the plan's checkpoints
         (`self.curve`; the last point's test is `test()`'s), without changing the training's arithmetic.
+        With a speed `target`, the validation metric is scored every `target.every` steps and at the last
+        (`self.looks`, in a forked RNG like the curve); the fit stops at the first look that reaches it
+        (`self.reached`) unless `stop_at_target` is False (a convergence run, `bench converge`).
         """
         validate = validate or fast_dev_run
         self.datamodule.prepare_data()
@@ -182,18 +202,23 @@ class FitLoop:
         val_loader = self.datamodule.val_dataloader() if validate else None
         if curve:
             self._start_curve(plan)
+        if target is not None and not fast_dev_run:
+            self.target, self._stop_at_target = target, stop_at_target
+            self._final_step = plan.steps
         self.optimizer = optimizer = self.module.build_optimizer()
         self.scheduler = scheduler = self.module.build_scheduler(optimizer, plan.steps)
         params = [p for group in optimizer.param_groups for p in group["params"]]  # clipped in this order
+        for hook in self.hooks:
+            hook.fit_started(self, plan)
         self.module.train()
-        while self.epoch < plan.epochs and self.step < plan.steps:
+        while self.epoch < plan.epochs and self.step < plan.steps and not self._stopped():
             for hook in self.hooks:
                 hook.epoch_started(self.epoch, plan.epochs, plan.batches)
             taken = 0
             for batch in self._batches(train_loader, plan.batches):
                 self._train_step(batch, optimizer, scheduler, params)
                 taken += 1
-                if self.step >= plan.steps:
+                if self.step >= plan.steps or self._stopped():
                     break
             if val_loader is not None and taken == plan.batches:
                 self._validate(val_loader, plan.eval_batches)
@@ -230,8 +255,48 @@ class FitLoop:
         self.timings.steps, self.timings.last = self.timings.steps + 1, now
         if self.step in self._curve_at:
             self._curve_point()
+        if self.target and (self.step % self.target.every == 0 or self.step == self._final_step):
+            self._look()
         for hook in self.hooks:
             hook.batch_ended(self.step)
+
+    def speed_metrics(self) -> dict[str, float]:
+        """A speed task's primary metric, the steps to its target (censored at the cap), and whether it was
+        reached; {} without a target."""
+        if self.target is None:
+            return {}
+        from bench_tasks.base import REACHED_TARGET, STEPS_TO_TARGET
+
+        steps = self.reached if self.reached is not None else self._final_step
+        return {STEPS_TO_TARGET: float(steps), REACHED_TARGET: float(self.reached is not None)}
+
+    def _stopped(self) -> bool:
+        """Whether a speed task's fit has reached its target and stops there."""
+        return self.reached is not None and self._stop_at_target
+
+    def _look(self) -> None:
+        """Score the target's validation metric at this step (in a forked RNG, as a curve point is)."""
+        assert self.target is not None
+        val = self.peek()
+        value = val.get(self.target.metric)
+        if value is None:
+            raise RuntimeError(f"the speed target reads val/{self.target.metric}, which the task does not log; "
+                               f"it logs {sorted(val)}: fix the task's speed_target metric")  # fmt: skip
+        self.looks.append({"step": self.step, "val": value})
+        self._log("target", {self.target.metric: value}, self.step - 1)
+        if self.reached is None and self.target.reached(value):
+            self.reached = self.step
+
+    def peek(self) -> dict[str, float]:
+        """The validation metrics of the model now, mid-fit (for a hook: `FitHooks.fit_started`), scored in a
+        forked RNG as a curve point is, so the fit trains as it would have without the look."""
+        import torch
+
+        started = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            val = self._score("val", self.datamodule.val_dataloader(), self._eval_batches)
+        self.timings.evals.append((started, time.perf_counter()))
+        return val
 
     def _start_curve(self, plan: Plan) -> None:
         self.datamodule.setup("test")

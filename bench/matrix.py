@@ -33,6 +33,10 @@ class Cell:
     suite: Suite
     id: str
     na_reason: str | None = None
+    #: the cell of the row whose fits this one is evaluated on (its variant `trains_as` that one's), or None
+    trains_as: Cell | None = None
+    #: whether a cell of the row trains as this one: its final fits keep their states for it (`bench.reuse`)
+    keep_states: bool = False
 
     @property
     def label(self) -> str:
@@ -53,6 +57,9 @@ def cell_id(task: Task, variant: VariantSpec, config: TaskConfig) -> str:
         "search_space": search_space(task),
         "tuning": [default_params(task), SAMPLER_VERSION, TUNING_SEED],
     }
+    target = task.speed_target(config)
+    if target is not None:  # a speed task's target decides its result (absent elsewhere: those ids stay)
+        payload["speed_target"] = dataclasses.asdict(target)
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -94,10 +101,27 @@ def expand(suite: Suite, tasks: list[Task], variants: list[VariantSpec]) -> list
     for task in tasks:
         config = task_config(task, suite)
         seen: dict[tuple[object, ...], VariantSpec] = {}
+        row = []
         for variant in variants:
             reason = task.check(variant, config) or _duplicate_of(variant, config, seen)
-            cells.append(Cell(task, variant, config, suite, cell_id(task, variant, config), reason))
+            row.append(Cell(task, variant, config, suite, cell_id(task, variant, config), reason))
+        cells += _link_trained(row)
     return cells
+
+
+def _link_trained(row: list[Cell]) -> list[Cell]:
+    """The task's row with each runnable cell whose variant trains as another runnable one's pointed at
+    that cell (`trains_as`), and that cell marked to keep its fits' states (`keep_states`).
+
+    Not at a speed target: a fit stops where its own validation reaches the target, and a variant that
+    differs in evaluation may stop elsewhere, so it trains."""
+    runnable = {c.variant.id: c for c in row if not c.na_reason and c.task.speed_target(c.config) is None}
+    base_of = {c.id: runnable[b].id for c in runnable.values() if (b := c.variant.trains_as()) in runnable}
+    keeping = {c.id: dataclasses.replace(c, keep_states=True) for c in row if c.id in base_of.values()}
+    return [
+        dataclasses.replace(c, trains_as=keeping[base_of[c.id]]) if c.id in base_of else keeping.get(c.id, c)
+        for c in row
+    ]
 
 
 def _duplicate_of(variant: VariantSpec, config: TaskConfig, seen: dict[tuple[object, ...], VariantSpec]) -> str | None:

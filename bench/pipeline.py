@@ -96,8 +96,9 @@ def with_seed_plan(cells: list[matrix.Cell], store: ResultStore, suite: Suite) -
 def run_rounds(
     todo: list[matrix.Cell], row: list[matrix.Cell], store: ResultStore, options: RunOptions, console: Any
 ) -> None:
-    """Run `todo`, cells of equal seed counts together; with adaptive seeds, then each later look of the
-    design: the cells of these tasks (`row`) whose comparisons ask for more seeds, until none does."""
+    """Run `todo`, cells of equal seed counts together, the cells that train as another after all others;
+    with adaptive seeds, then each later look of the design: the cells of these tasks (`row`) whose
+    comparisons ask for more seeds, until none does."""
     from itertools import groupby
 
     suite = todo[0].suite.full
@@ -110,10 +111,16 @@ def run_rounds(
             return
         if suite.looks:
             console.print(f"[bold]seeds, look {look + 1} of {len(suite.looks)}:[/] {len(todo)} cells to run")
-        for _, group in groupby(sorted(todo, key=lambda c: len(c.suite.seeds)), key=lambda c: len(c.suite.seeds)):
+        for _, group in groupby(sorted(todo, key=_stage), key=_stage):
             cells = list(group)
             run_cells(cells, cells[0].suite, options, console)
         failed |= {c.id for c in todo if _short(c, store)}  # failed or diverged: not run again this time
+
+
+def _stage(cell: matrix.Cell) -> tuple[bool, int]:
+    """When a cell runs in a look: after every cell that some other trains as (it is scored on their fits,
+    `bench.reuse`), then with the cells of its seed count."""
+    return cell.trains_as is not None, len(cell.suite.seeds)
 
 
 def _short(cell: matrix.Cell, store: ResultStore) -> bool:

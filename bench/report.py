@@ -250,3 +250,20 @@ def prepare_report(names: list[str] | None, data_dir: Path) -> int:
     console.print(table)
     _report_failures(registry, console)
     return 1 if any(o.error for o in outcomes) else 0
+
+
+def convergence_table(record: dict[str, Any], console: Console) -> None:
+    """A convergence record (`bench converge`): each variant's plateau, its last quarter's movement and its
+    steps to the target; then what the task measures and why."""
+    target = record["target"]
+    table = Table(title=f"{record['task']}: {record['run']['steps']} steps, seed {record['run']['seed']}, "
+                        f"validation {target['metric']} (target {target['target']})")  # fmt: skip
+    for column in ("variant", "plateau", "moved (last quarter)", "steps to target"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for variant, run in record["variants"].items():
+        steps = run["steps_to_target"]
+        table.add_row(variant, f"{run['plateau']:.4f}", f"{run['last_quarter_moved']:.4f}",
+                      "never" if steps is None else str(steps))  # fmt: skip
+    console.print(table)
+    verdict = record["verdict"]
+    console.print(f"measures [bold]{verdict['measures']}[/]: {escape(verdict['reason'])}", highlight=False)

@@ -18,12 +18,16 @@ STATUS_STYLE = {"cached": "green", "partial": "yellow", "to run": "cyan", "n/a":
 
 
 def trials_done(storage: str, cells: list[Cell]) -> dict[str, int]:
-    """Finished trials per cell id, read from the Optuna storage without loading every trial."""
+    """Finished trials per cell id, read from the Optuna storage without loading every trial; a cell that
+    trains as another (and takes that one's settings) counts the larger of its study and that one's."""
     import optuna
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    wanted = {f"cell-{c.id}": c.id for c in cells}
+    wanted: dict[str, list[str]] = {}  # study name -> the cells whose trials it holds
+    for cell in cells:
+        for owner in {cell.id, *([cell.trains_as.id] if cell.trains_as else [])}:
+            wanted.setdefault(f"cell-{owner}", []).append(cell.id)
     out: dict[str, int] = {}
     from bench.tuning import optuna_storage
 
@@ -33,7 +37,8 @@ def trials_done(storage: str, cells: list[Cell]) -> dict[str, int]:
             trials = store.get_all_trials(
                 study._study_id, deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
             )
-            out[wanted[study.study_name]] = len(trials)
+            for cell_id in wanted[study.study_name]:
+                out[cell_id] = max(out.get(cell_id, 0), len(trials))
     return out
 
 

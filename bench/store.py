@@ -7,6 +7,8 @@ Layout under the results folder:
     partial/<cell id>/attempts.json             attempts at a cell not yet ok: their count and last outcome
     attempts/<cell file stem>.<time>.json       failed attempts that did not replace an ok result
     locks/<cell id>.lock                        the run working on a cell now (pid, host)
+    states/<cell id>/seed-<n>.pt                a final fit's model states, for cells that train as it
+                                                (`bench.reuse`; local, not results)
 
 Every cell file carries `schema_version`; readers refuse files of an unknown version with a clear
 message rather than misreading them.
@@ -23,7 +25,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 SCHEMA_VERSION = 1
 #: attempts at a cell before `bench run` stops trying it (`--retry-failed` tries again)
@@ -58,18 +60,15 @@ def finite(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to a temp file in the same folder, then rename: readers never see half a file.
-
-    Non-finite numbers are written as null, never as the invalid `NaN`/`Infinity`.
-    """
-    payload = finite(payload)
+@contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """A handle on a temp file in `path`'s folder, renamed onto `path` when the block ends without an
+    error (and removed when it raises): readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, allow_nan=False)
-            handle.write("\n")
+        with os.fdopen(fd, mode) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes files private; results are meant to be shared
@@ -77,6 +76,17 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to a temp file in the same folder, then rename: readers never see half a file.
+
+    Non-finite numbers are written as null, never as the invalid `NaN`/`Infinity`.
+    """
+    payload = finite(payload)
+    with atomic_file(path) as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True, allow_nan=False)
+        handle.write("\n")
 
 
 def _saved_seed(path: Path) -> dict[str, Any] | None:
@@ -121,6 +131,7 @@ class ResultStore:
         self.root = root
         self.cells_dir = root / "cells"
         self.partial_dir = root / "partial"
+        self.states_dir = root / "states"
 
     def sweep_torn_writes(self, older_than_s: float = TORN_AFTER_S) -> list[Path]:
         """Delete the temp files of writes that never finished (a process killed between writing and
@@ -128,7 +139,8 @@ class ResultStore:
         if not self.root.is_dir():
             return []
         cutoff = time.time() - older_than_s
-        folders = [self.root, *(p for p in self.root.iterdir() if p.is_dir()), *self.partial_dir.glob("*")]
+        folders = [self.root, *(p for p in self.root.iterdir() if p.is_dir()), *self.partial_dir.glob("*"),
+                   *self.states_dir.glob("*")]  # fmt: skip
         torn = [
             path
             for folder in folders  # cells, partial seeds, leaderboard pages, baselines, ...

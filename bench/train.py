@@ -41,6 +41,8 @@ class FitResult:
     #: the metric along the fit, at log-spaced steps ending at the last (`bench.loop.curve_steps`):
     #: [{"step", "val": {...}, "test": {...}}]; final fits only (a tuning fit has its validations)
     curve: list[dict[str, Any]] = field(default_factory=list)
+    #: a speed task's validation metric at every look ({"step", "val"}), up to the step that reached its target
+    looks: list[dict[str, Any]] = field(default_factory=list)
 
 
 class FitTimeout(RuntimeError):
@@ -92,6 +94,18 @@ def share_initial_values(net: nn.Module, reference: nn.Module) -> int:
                 tensor.copy_(other)
                 copied += 1
     return copied
+
+
+class CurveStates(FitHooks):
+    """Copies the model's state (on the CPU) into `into[step]` after each point of the loop's curve."""
+
+    def __init__(self, loop: FitLoop, into: dict[int, dict[str, Any]]) -> None:
+        self.loop, self.into = loop, into
+
+    def batch_ended(self, step: int) -> None:
+        if self.loop.curve and self.loop.curve[-1]["step"] == step:
+            state = self.loop.module.net.state_dict()
+            self.into[step] = {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
 
 
 def env_threads() -> int | None:
@@ -178,6 +192,7 @@ def fit(
     logger: Any = False,
     fast_dev_run: bool = False,
     init_reference: VariantSpec | None = None,
+    keep_states: dict[int, dict[str, Any]] | None = None,
 ) -> FitResult:
     """Train `task` around `variant` with `seed`; validate, and test unless `test` is False (tuning).
 
@@ -185,6 +200,7 @@ def fit(
     it by name and shape are the reference's under `seed` (see `share_initial_values`).
     `fast_dev_run` takes one batch of each stage and logs nothing: a check of the whole path.
     With `config.devices` above 1 the fit runs data-parallel (`bench.ddp`), this process as rank 0.
+    `keep_states` is filled with the model's state at each point of the curve (`bench.reuse`).
     """
     import torch
 
@@ -207,11 +223,16 @@ def fit(
         time_limit(limit, f"a fit of {task.id} x {variant.id}"),
         loops as loop,
     ):
+        if keep_states is not None:
+            loop.hooks.append(CurveStates(loop, keep_states))
         try:
             start = time.perf_counter()
-            val = loop.fit(config, validate=not test, fast_dev_run=fast_dev_run, curve=test and not fast_dev_run)
+            val = loop.fit(config, validate=not test, fast_dev_run=fast_dev_run, curve=test and not fast_dev_run,
+                           target=task.speed_target(config))  # fmt: skip
             train_seconds = time.perf_counter() - start
-            test_metrics = loop.test(fast_dev_run) if test else {}
+            speed = loop.speed_metrics()  # a speed task's steps to its target: the primary metric of both splits
+            val = {**val, **speed}
+            test_metrics = {**loop.test(fast_dev_run), **speed} if test else {}
             status = "success"
         finally:
             loop.close(status)
@@ -229,4 +250,5 @@ def fit(
         step_seconds=timings.step_seconds(),
         eval_seconds=timings.eval_seconds(),
         curve=loop.curve,
+        looks=loop.looks,
     )

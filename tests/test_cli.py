@@ -63,7 +63,7 @@ def test_data_prepare_records_sources_that_list_tasks_shows(tmp_path: Path, caps
     data = str(tmp_path / "data")
     assert main(["list", "tasks", "--data-dir", data]) == 0
     before = capsys.readouterr().out
-    for task, metric in [("reverse", "accuracy"), ("lm", "perplexity"), ("mvtec", "image_auroc")]:
+    for task, metric in [("reverse", "steps_to_target"), ("lm", "perplexity"), ("mvtec", "image_auroc")]:
         line = next(row for row in before.splitlines() if f" {task} " in row)
         assert metric in line and "not prepared" in line
     assert "lower is better" in next(row for row in before.splitlines() if " lm " in row)

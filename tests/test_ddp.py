@@ -19,7 +19,7 @@ from bench import ddp
 from bench.loop import FitHooks
 from bench.registry import tasks, variants
 from bench.train import build, fit
-from bench_tasks.base import OptimConfig
+from bench_tasks.base import REACHED_TARGET, STEPS_TO_TARGET, OptimConfig
 
 # measured: val/test accuracy and loss identical to one process at 40 steps; loss within 3e-7 relative at 100
 ACCURACY_ABS = 1e-3
@@ -54,7 +54,8 @@ def test_two_processes_train_as_one_does(tmp_path: Path, test: bool) -> None:
     assert one.steps == two.steps == 40
     stage = "test" if test else "val"
     a, b = getattr(one, stage), getattr(two, stage)
-    assert a.keys() == b.keys() == {"accuracy", "loss"}
+    assert a.keys() == b.keys() == {"accuracy", "loss", STEPS_TO_TARGET, REACHED_TARGET}
+    assert a[STEPS_TO_TARGET] == b[STEPS_TO_TARGET] == 40 and a[REACHED_TARGET] == b[REACHED_TARGET] == 0  # its cap
     assert b["accuracy"] == pytest.approx(a["accuracy"], abs=ACCURACY_ABS)
     assert b["loss"] == pytest.approx(a["loss"], rel=LOSS_REL)
     assert two.examples_per_second > 0 and two.peak_memory_bytes > 0

@@ -304,10 +304,10 @@ def _new(tmp_path: Path, reference: Scenario, **kw: Any) -> Scenario:
 # --- kill -9 at each stage of a cell: one results folder, each run killed at the next stage, then run again
 
 CHAIN: list[tuple[str, dict[str, Any]]] = [
-    ("during a trial", {"where": "step", "variant": "qkv", "kind": "tune", "nth": 2, "step": 9}),
+    ("during a trial", {"where": "step", "variant": "qkv", "kind": "tune", "nth": 2, "step": 4}),
     # run 2 first reruns QKV's cut trial, then its seeds; MQA's second trial is asked, its fit not begun
     ("between trials", {"where": "fit_start", "variant": "mqa", "kind": "tune", "nth": 2}),
-    ("during a seed", {"where": "step", "variant": "mqa", "kind": "final", "nth": 2, "step": 9}),
+    ("during a seed", {"where": "step", "variant": "mqa", "kind": "final", "nth": 2, "step": 4}),
     ("while writing a result", {"where": "replace", "path": "*/cells/sub__mqa__*.json"}),
     ("while building the leaderboard", {"where": "replace", "path": "*/leaderboard/leaderboard.json"}),
 ]
@@ -399,7 +399,7 @@ def test_the_kills_then_retry_failed_end_with_every_fit_once_and_the_reference_r
 
 def test_a_worker_killed_under_jobs_2_costs_only_the_fits_in_flight(tmp_path: Path, reference: Scenario) -> None:
     scenario = _new(tmp_path, reference, jobs=2)
-    run = scenario.run({"where": "step", "action": "kill", "variant": "mqa", "kind": "final", "nth": 1, "step": 9})
+    run = scenario.run({"where": "step", "action": "kill", "variant": "mqa", "kind": "final", "nth": 1, "step": 4})
     tallied = tally(scenario.events())
     sibling = sum(tally(scenario.events(), {"qkv"}).lost.values())  # its worker ends with the broken pool
     equal = same_as_reference(scenario, reference)

@@ -17,9 +17,10 @@ from bench.registry import tasks, variants
 from bench.tracking import FLUSH_POINTS, Tracker, default_tracking_uri
 from bench.train import fit, skip_absent_gpu_probe
 from bench_tasks.base import OptimConfig, TaskConfig
-from bench_tasks.datamodule import BatchIndexed, SplitDataModule
+from bench_tasks.datamodule import BatchIndexed
 from bench_tasks.module import Sums, TaskModule
 from bench_tasks.vision import ImageDataModule, ImageSplits, VisionConfig
+from tests.noisy import Noisy, Pairs
 
 
 def test_batch_indexed_loader_gives_the_default_loaders_batches() -> None:
@@ -169,28 +170,6 @@ def test_curve_steps_are_log_spaced_and_end_at_the_last_step() -> None:
     assert curve_steps(3) == (1, 2, 3) and curve_steps(1) == (1,) and curve_steps(0) == ()
 
 
-class _Noisy(TaskModule):
-    """A model that draws from the global RNG on every batch, scored or trained (as dropout or masks would)."""
-
-    def __init__(self) -> None:
-        super().__init__(torch.nn.Linear(2, 1), OptimConfig(lr=1e-2))
-
-    def evaluate(self, batch: Any) -> tuple[torch.Tensor, Sums]:
-        x, y = batch
-        pred = self.net(x + torch.rand(len(x), 1)).squeeze(-1)
-        loss = ((pred - y) ** 2).mean()
-        return loss, {"loss": (loss.detach() * len(x), len(x))}
-
-
-class _Pairs(SplitDataModule):
-    def build(self) -> dict[str, Any]:
-        g = torch.Generator().manual_seed(1)
-        x = torch.randn(96, 2, generator=g)
-        y = x.sum(1)
-        return {"train": TensorDataset(x[:64], y[:64]), "val": TensorDataset(x[64:80], y[64:80]),
-                "test": TensorDataset(x[80:], y[80:])}  # fmt: skip
-
-
 @pytest.mark.parametrize("task_id", ["reverse", None])
 def test_a_fit_that_records_its_curve_trains_exactly_as_one_that_does_not(task_id: str | None, tmp_path: Path) -> None:
     """The curve's points score val and test mid-fit in a forked RNG: the same draws, weights and test score."""
@@ -202,8 +181,8 @@ def test_a_fit_that_records_its_curve_trains_exactly_as_one_that_does_not(task_i
     results = {}
     for curve in (False, True):
         torch.manual_seed(0)
-        module = task.build_model(variants().get("tied-kv"), config, OptimConfig(lr=3e-3)) if task_id else _Noisy()
-        data = task.datamodule(tmp_path, config, 0) if task_id else _Pairs(8, 0)
+        module = task.build_model(variants().get("tied-kv"), config, OptimConfig(lr=3e-3)) if task_id else Noisy()
+        data = task.datamodule(tmp_path, config, 0) if task_id else Pairs(8, 0)
         loop = FitLoop(module, data, torch.device("cpu"))
         loop.fit(config, validate=False, curve=curve)
         results[curve] = (loop.test(), [p.detach().clone() for p in module.parameters()], loop.curve, loop.step)

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -218,3 +219,33 @@ def test_hardware_fractions_of_the_peaks_are_fractions() -> None:
     assert reverse["flops_per_step"] > 0 and any("scaled_dot_product" in op for op in reverse["flops_by_op"])
     assert 0 < reverse["fraction_of_fp32_peak"]["median"] < 10  # a fraction, give or take the machine's noise
     assert reverse["profile"]["top_ops"]
+
+
+def test_budget_reads_a_runs_savings_per_task(tmp_path: Path) -> None:
+    """Per task: fits against the seed cap, steps against the caps, reused fits, tuning cost per trial."""
+    from bench.perf import budget
+    from bench.perf.common import PerfContext
+    from bench.store import write_json_atomic
+
+    def record(task_id: str, seeds: list[int], steps: list[int], **extra: Any) -> dict[str, Any]:
+        return {"status": "ok", "task": {"id": task_id, **extra.pop("task", {})}, "timing": {"final_seconds": 10.0},
+                "seed_design": {"seeds": list(range(10))},
+                "per_seed": [{"seed": s, "steps": n} for s, n in zip(seeds, steps, strict=True)], **extra}  # fmt: skip
+
+    speed = {"speed_target": {"cap": 100}}
+    cells = [record("reverse", [0, 1, 2], [30, 40, 50], task=speed),
+             record("reverse", [0, 1, 2], [100, 80, 60], task=speed),
+             record("lm", [0, 1, 2, 3, 4, 5], [8, 8, 8, 8, 8, 8], fits_saved=6,
+                    tuning={"trials_finished": 6, "cost_full_fits": 2.4})]  # fmt: skip
+    for i, payload in enumerate(cells):
+        write_json_atomic(tmp_path / "cells" / f"c{i}.json", payload)
+    write_json_atomic(tmp_path / "cells" / "na.json", {"status": "n/a", "task": {"id": "lm"}})
+    found = budget.measure(budget.BudgetSettings(results=str(tmp_path)), PerfContext(tmp_path))
+    rows = {r["task"]: r for r in found["tasks"]}
+    assert rows["reverse"]["fits"] == 6 and rows["reverse"]["adaptive_seeds_saved"] == pytest.approx(1 - 6 / 20)
+    assert rows["reverse"]["stop_at_target_saved"] == pytest.approx(1 - 360 / 600)
+    assert rows["lm"]["reused_fits"] == 6 and rows["lm"]["tuning_fits_per_trial"] == pytest.approx(0.4)
+    assert rows["lm"]["stop_at_target_saved"] is None and found["total"]["fits"] == 12
+    assert found["total"]["adaptive_seeds_saved"] == pytest.approx(1 - 12 / 30)
+    with pytest.raises(ValueError, match="no results in"):
+        budget.measure(budget.BudgetSettings(results=str(tmp_path / "absent")), PerfContext(tmp_path))

@@ -54,7 +54,7 @@ def test_cell_ids_are_stable_and_change_with_versions() -> None:
     assert first == matrix.cell_id(task, variant, config)
     assert len(first) == 12
     bumped_task = DigitTask("reverse")
-    bumped_task.version = "2"
+    bumped_task.version = str(int(task.version) + 1)
     assert matrix.cell_id(bumped_task, variant, config) != first
     bumped_variant = dataclasses.replace(variant, version="2")
     assert matrix.cell_id(task, bumped_variant, config) != first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import os
@@ -32,6 +33,7 @@ class PerfOptions:
         threads: torch threads for every measurement (and `BENCH_THREADS` for the harness's fits);
             None: `$BENCH_THREADS` if set, else 1 for quick runs (their tiny operators gain nothing
             from a second thread, and lose most to other jobs), else torch's default.
+        results, before: The results folder `budget` reads, and an earlier run's to compare with.
     """
 
     kinds: tuple[str, ...]
@@ -40,6 +42,8 @@ class PerfOptions:
     out: Path
     data_dir: Path
     threads: int | None = None
+    results: Path = Path("results")
+    before: Path | None = None
 
 
 def parse_kinds(value: str | None) -> tuple[str, ...]:
@@ -99,6 +103,9 @@ def _run_kind(kind: str, options: PerfOptions, threads: int, console: Console) -
     """Measure one kind with a live status line, print its tables, write its result file."""
     module = importlib.import_module(f"bench.perf.{kind}")
     settings = module.settings(options.quick, options.repeats)
+    if kind == "budget":  # it reads a run's results, not the machine
+        settings = dataclasses.replace(settings, results=str(options.results),
+                                       before=str(options.before) if options.before else None)  # fmt: skip
     console.rule(f"bench perf: {kind}{' (quick)' if options.quick else ''}, {threads} thread(s)")
     started = time.perf_counter()
     with console.status(f"{kind}: starting") as status:

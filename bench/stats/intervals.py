@@ -63,9 +63,9 @@ class Paired:
 
 
 def metric_scale(metric: str, higher_is_better: bool = True) -> str:
-    """The scale a metric's intervals are computed on: "logit" (bounded), "log" (perplexity), else "identity"."""
+    """The scale a metric's intervals are computed on: "logit" (bounded), "log" (perplexity, steps), else "identity"."""
     name = metric.lower()
-    if "perplexity" in name or name in ("ppl", "loss_exp"):
+    if "perplexity" in name or name in ("ppl", "loss_exp") or name.startswith("steps"):  # ratios: ppl, steps to target
         return LOG
     if any(name == b or name.endswith("_" + b) or name.startswith(b) for b in BOUNDED):
         return LOGIT

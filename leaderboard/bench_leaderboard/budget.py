@@ -8,6 +8,11 @@ at 5%) is the same at half and at full budget, and **moving** otherwise, **closi
 from half to full budget and **widening** when it grew. A point mid-fit is read from the same fit (its
 learning rate not yet decayed), not from a shorter fit: it shows the direction, not a shorter budget's
 exact result.
+
+A task that measures learning speed has no budget to read along: its verdict is the steps each fit took
+to reach the task's target, and a fit stops there. Its verdict is **stable** when every fit of both
+variants reached the target, and **censored** when one stopped at the cap instead (its steps are a lower
+bound, so the comparison is too): a longer cap is what it needs.
 """
 
 from __future__ import annotations
@@ -19,14 +24,16 @@ from typing import Any
 
 from bench import stats
 
-STABLE, MOVING, NO_CURVE = "stable", "moving", "no curve"
+STABLE, MOVING, NO_CURVE, CENSORED = "stable", "moving", "no curve", "censored"
 BETTER, WORSE, SAME = "better", "worse", "no significant difference"
 ALPHA = 0.05
 NOTE = (
     "Budget: each fit records its test metric at T/8, T/4, T/2 and T of its T steps. A verdict against QKV is "
     "stable when its decision (better, worse, or no significant difference: paired t-test on the test scale at 5%) "
     "is the same at half and at full budget, moving otherwise (closing: the gap shrank from half to full budget; "
-    "widening: it grew). A claim is held or not held only where the verdicts it rests on are stable."
+    "widening: it grew). A speed task's verdict (steps to its target) is stable when every fit of both variants "
+    "reached the target, censored when one stopped at the cap. A claim is held or not held only where the verdicts "
+    "it rests on are stable."
 )
 
 
@@ -88,8 +95,27 @@ def stability(curve: list[dict[str, Any]]) -> dict[str, Any]:
     return {"label": label, "direction": direction, "half": half["decision"], "full": full["decision"], "text": text}
 
 
+def censored_seeds(record: Mapping[str, Any]) -> list[int]:
+    """The seeds of a speed task's record whose fit stopped at the cap without reaching the target."""
+    return [entry["seed"] for entry in record.get("per_seed") or []
+            if isinstance(entry, Mapping) and entry.get("test", {}).get("reached_target") == 0.0]  # fmt: skip
+
+
+def _speed(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    cap = a["task"]["speed_target"].get("cap")
+    mine, theirs = censored_seeds(a), censored_seeds(b)
+    label = CENSORED if mine or theirs else STABLE
+    named = (("this", mine), ("QKV", theirs))
+    parts = [f"{name}: seeds {', '.join(map(str, seeds))}" for name, seeds in named if seeds]
+    text = (f"fits stopped at the cap ({cap} steps) without reaching the target, {'; '.join(parts)}" if parts
+            else "every fit of both reached the target before the cap")  # fmt: skip
+    return {"points": [], "label": label, "direction": None, "half": None, "full": None, "text": text}
+
+
 def verdict(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     """a against b along the budget: {points, label, direction, half, full, text}."""
+    if a.get("task", {}).get("speed_target"):
+        return _speed(a, b)
     curve = points(a, b)
     return {"points": curve, **stability(curve)}
 

@@ -95,6 +95,7 @@ def board(
             "ranks": scoring.RANK_NOTE,
             "budget": budget.NOTE,
             "seeds": model.seeds_note(records),
+            "tuning": model.TUNING_NOTE,
         },
         "paper": paper.side_by_side(cells, excluded),
         "claims": claims.evaluate(cells, excluded),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -143,6 +144,24 @@ def _params(record: Mapping[str, Any]) -> dict[str, Any]:
     return {"best_params": params, "params_source": "per_seed[0].params" if params else None}
 
 
+TUNING_NOTE = (
+    "Tuning: every variant of a task gets the same Optuna trials (trial 0 the task's defaults, then the same seeded "
+    "candidates over the learning rate and warmup) on the validation split of seed 1,000,000, pruned by successive "
+    "halving on the validation metric at T/8, T/4 and T/2 (speed tasks: a trial past the best trial's steps "
+    "without reaching the target stops); each cell's seeds refit its own best settings. Each row's tuning column "
+    "shows its gap to QKV on that seed's validation split untuned (both at the defaults) and tuned (each at its "
+    "best), so a reader sees how much of a gap is tuning."
+)
+
+
+def _defaults_value(tuning: Mapping[str, Any]) -> float | None:
+    """The validation metric of the cell's trial 0 (the task's default settings, on the tuning seed), when it
+    finished: what the cell would score untuned."""
+    trials = tuning.get("trials")
+    first = next((t for t in trials if isinstance(t, Mapping) and t.get("number") == 0), None) if trials else None
+    return _num(first.get("value")) if first and first.get("state") == "complete" else None
+
+
 def _interval(record: Mapping[str, Any], values: Mapping[int, float]) -> dict[str, Any]:
     """The cell's mean and metric-aware interval from its seeds, else the interval its file recorded."""
     task = record["task"]
@@ -172,6 +191,8 @@ def _ok_fields(record: Mapping[str, Any], base: Mapping[str, Any] | None) -> dic
         "trials_finished": tuning.get("trials_finished"),
         "trials_budget": tuning.get("trials_budget"),
         "search_space": _dict(tuning.get("search_space")),
+        "tuned_value": _num(tuning.get("best_value")),
+        "defaults_value": _defaults_value(tuning),
         **_params(record),
         "seeds": list(record.get("seeds") or []),
         "budget": budget.verdict(record, base) if base and base["cell_id"] != record["cell_id"] else None,
@@ -279,6 +300,17 @@ def _compare_rows(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if row["status"] == "ok" and row.get("seed_values"):
             row["vs_baseline"] = scoring.comparison(row, base) or row["vs_baseline"]
+        row["tuning_gaps"] = _tuning_gaps(row, base)
+
+
+def _tuning_gaps(row: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, float] | None:
+    """The row's gap to QKV on the tuning seed's validation split, untuned (both at the task's defaults, trial 0)
+    and tuned (each at its own best trial): how much of a gap is tuning. None without both readings."""
+    values = [_num(r.get(k)) for r in (row, base) for k in ("defaults_value", "tuned_value")]
+    if row is base or any(v is None for v in values):
+        return None
+    mine_defaults, base_defaults, mine_tuned, base_tuned = values[0], values[2], values[1], values[3]
+    return {"untuned": mine_defaults - base_defaults, "tuned": mine_tuned - base_tuned}  # type: ignore[operator]
 
 
 def _task_order(task_id: str) -> tuple[int, str]:
@@ -412,6 +444,20 @@ def _group_baseline(
     return found, next((str(e) for e in errors if e), None)
 
 
+def measures_text(task: Mapping[str, Any], rows: list[dict[str, Any]]) -> str:
+    """What a task's verdict measures, in words: speed (steps to its target, with the cap and the median share
+    of the cap its fits trained: what stopping at the target saved) or its metric at the budget."""
+    target = task.get("speed_target")
+    if task.get("measures") == "speed" and isinstance(target, Mapping):
+        cap = target.get("cap")
+        steps = sorted(v for r in rows for v in (r.get("seed_values") or {}).values())
+        share = f"; its fits trained a median {statistics.median(steps) / cap:.0%} of the cap" if steps and cap else ""
+        return (f"measures speed: steps until validation {target.get('metric')} first reaches {target.get('target')}, "
+                f"looked at every {target.get('every')} steps, each fit stopping there; a fit that never does "
+                f"counts at the cap, {cap} steps, and is flagged censored{share}")  # fmt: skip
+    return "measures the metric at the budget (a plateau is out of reach here), each verdict labelled stable or moving"
+
+
 def _group(
     key: tuple[str, str], members: list[dict[str, Any]], stale: Mapping[str, str], primary: bool
 ) -> dict[str, Any]:
@@ -442,6 +488,7 @@ def _group(
         "higher_is_better": task["higher_is_better"],
         "direction": "higher is better" if task["higher_is_better"] else "lower is better",
         "family": str(task.get("family") or ""),
+        "measures": measures_text(task, [r for r in rows if r["status"] == "ok"]),
         "causal": bool(task.get("causal")),
         "task_version": str(task.get("version") or ""),
         "baseline_present": base is not None,

@@ -123,6 +123,35 @@ class Resources:
     gpus: int = 0
 
 
+#: the primary metric of a task that measures learning speed: optimiser steps until the validation metric
+#: first reaches the task's target (the cap, the fit's full length, when it never does)
+STEPS_TO_TARGET = "steps_to_target"
+#: 1.0 when a fit reached its target, 0.0 when it stopped at the cap (its steps are censored there)
+REACHED_TARGET = "reached_target"
+
+
+@dataclass(frozen=True)
+class SpeedTarget:
+    """What a task that measures learning speed reads from each fit.
+
+    Every `every` optimiser steps the fit scores `metric` on the validation split; the first step at
+    which it reaches `target` is the fit's `steps_to_target`, and the fit stops there (the variants that
+    learn fast cost little). The fit's length (its config's steps) is the cap: a fit that never reaches
+    the target counts at the cap and is flagged (`reached_target` 0).
+    """
+
+    metric: str
+    target: float
+    every: int
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ValueError(f"SpeedTarget.every must be at least 1 step, got {self.every}")
+
+    def reached(self, value: float) -> bool:
+        return value >= self.target
+
+
 #: TaskConfig fields that say how a fit runs, not what it computes: left out of the cell id
 HOW_IT_RUNS = ("devices", "accelerator")
 
@@ -176,6 +205,15 @@ class Task(abc.ABC):
     #: how close to the baseline variant counts as the same quality (the equivalence margin of adaptive seeds
     #: and of "within X" claims): metric units when higher is better, relative when lower is better
     equivalence_margin: float = 0.02
+    #: what the task's primary verdict measures, from its convergence record (`bench converge`): "speed"
+    #: when every study variant reaches the same plateau given enough steps (the verdict is steps to
+    #: `speed_target`), "capacity" when the plateaus differ and the budget reaches them, "budget" when a
+    #: plateau is out of reach on our machines (the metric at the budget, labelled stable or moving)
+    measures: str = "budget"
+
+    def speed_target(self, config: TaskConfig) -> SpeedTarget | None:
+        """The target a fit of `config` runs to when the task measures speed (`measures == "speed"`), else None."""
+        return None
 
     @abc.abstractmethod
     def config(self, scale: Scale) -> TaskConfig:
@@ -259,4 +297,5 @@ class Task(abc.ABC):
             "family": self.family,
             "metric": self.metric,
             "direction": "higher is better" if self.higher_is_better else "lower is better",
+            "measures": self.measures,
         }

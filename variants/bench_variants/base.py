@@ -172,6 +172,15 @@ class VariantSpec(abc.ABC):
         """
         return None
 
+    def trains_as(self) -> str | None:
+        """The id of the variant this one trains exactly as (an evaluation-only variant), or None.
+
+        Such a variant has the other's parameters under the same names and differs only in evaluation
+        (an int8 cache reads K and V through a quantization), so a seed's fit of the other is its fit too:
+        the harness evaluates it on that fit's weights instead of training it again.
+        """
+        return None
+
     def coincidence(self, config: AttentionConfig) -> str:
         """Why the variant is the same computation as another at `config`, for the n/a reason."""
         return f"at H={config.n_heads}"

@@ -126,6 +126,9 @@ class Int8Cached(VariantSpec):
     def mechanism(self, config: AttentionConfig) -> tuple[object, ...] | None:
         return ("int8-cache", self.base.mechanism(config) or self.base.id)
 
+    def trains_as(self) -> str:
+        return self.base.id  # the same parameters and training; only evaluation reads through int8
+
     def build(self, config: AttentionConfig) -> Attention:
         return self.build_layers(config, 1)[0]
 
