@@ -98,7 +98,8 @@ def _speed(task: Task, config: TaskConfig) -> dict[str, Any]:
     target = task.speed_target(config)
     if target is None:
         return {}
-    return {"speed_target": {**asdict(target), "cap": config.max_steps}}
+    cap = config.max_steps if config.max_steps > 0 else None  # None: bounded by epochs (smoke and paper scales)
+    return {"speed_target": {**asdict(target), "cap": cap}}
 
 
 def _fit(cell: Cell, ctx: RunContext, params: dict[str, float], seed: int, run_id: str | None, **kw: Any) -> FitResult:

@@ -107,7 +107,8 @@ def _speed(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     label = CENSORED if mine or theirs else STABLE
     named = (("this", mine), ("QKV", theirs))
     parts = [f"{name}: seeds {', '.join(map(str, seeds))}" for name, seeds in named if seeds]
-    text = (f"fits stopped at the cap ({cap} steps) without reaching the target, {'; '.join(parts)}" if parts
+    where = f"{cap} steps" if cap else "the fit's length"
+    text = (f"fits stopped at the cap ({where}) without reaching the target, {'; '.join(parts)}" if parts
             else "every fit of both reached the target before the cap")  # fmt: skip
     return {"points": [], "label": label, "direction": None, "half": None, "full": None, "text": text}
 

@@ -454,7 +454,7 @@ def measures_text(task: Mapping[str, Any], rows: list[dict[str, Any]]) -> str:
         share = f"; its fits trained a median {statistics.median(steps) / cap:.0%} of the cap" if steps and cap else ""
         return (f"measures speed: steps until validation {target.get('metric')} first reaches {target.get('target')}, "
                 f"looked at every {target.get('every')} steps, each fit stopping there; a fit that never does "
-                f"counts at the cap, {cap} steps, and is flagged censored{share}")  # fmt: skip
+                f"counts at the cap, {cap or 'the fit length in'} steps, and is flagged censored{share}")  # fmt: skip
     return "measures the metric at the budget (a plateau is out of reach here), each verdict labelled stable or moving"
 
 
