@@ -19,7 +19,7 @@ from bench.progress import RunProgress
 from bench.provenance import now, provenance
 from bench.registry import variants as variant_registry
 from bench.stats import summarize
-from bench.store import ResultStore
+from bench.store import ResultStore, Superseded
 from bench.tracking import Tracker, public_uri
 from bench.train import Diverged, FitResult, build, fit
 from bench.tuning import (
@@ -372,6 +372,8 @@ def run_claimed(cell: Cell, ctx: RunContext) -> dict[str, Any]:
             data_source=per_seed[0]["data_source"],
             timing={"tuning_seconds": tuned - started, "final_seconds": time.perf_counter() - tuned},
         )
+    except Superseded:  # a newer run of the cell holds it: this one writes nothing more, not even a failure
+        raise
     except Diverged as exc:  # reported as such, never ranked; the finished seeds stay in partial/
         record.update(status="diverged", reason=f"a final fit diverged: {exc}")
     except Exception as exc:  # one broken cell must not lose the others

@@ -124,6 +124,10 @@ def _stamp() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
+class Superseded(RuntimeError):
+    """A run of a cell whose hold passed to a newer run of it (a retry elsewhere): its writes are refused."""
+
+
 class ResultStore:
     """Reads and writes cell results and per-seed partial results under one folder."""
 

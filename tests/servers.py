@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -25,6 +26,21 @@ from pathlib import Path
 
 SERVER_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
 BIN = Path(sys.executable).parent
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid`, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
 
 
 def free_port() -> int:
@@ -156,9 +172,13 @@ class RayCluster:
             time.sleep(1)
 
     def kill_node(self, index: int) -> None:
-        """A lost machine: its raylet, object store and workers killed at once."""
-        os.killpg(self.nodes[index].pid, signal.SIGKILL)
-        self.nodes[index].wait(timeout=30)
+        """A lost machine: its raylet, object store and workers killed at once (Ray starts each worker
+        in a process group of its own, so the node's group alone would leave its workers running)."""
+        node = self.nodes[index]
+        for pid in [*_descendants(node.pid), node.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        node.wait(timeout=30)
 
     def close(self) -> None:
         for node in reversed(self.nodes):

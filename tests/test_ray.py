@@ -251,3 +251,21 @@ def test_the_driver_keeps_in_flight_what_the_live_nodes_hold(tmp_path: Path) -> 
     assert lm.resources(lm.config("paper")) == Resources(cpus=1, gpus=1)  # the paper's LM asks for a GPU
     assert lm.resources(dataclasses.replace(lm.config("paper"), devices=4)) == Resources(cpus=1, gpus=4)
     assert first.task.resources(dataclasses.replace(first.config, devices=2)) == Resources(cpus=2)
+
+
+def test_a_run_of_a_cell_retried_elsewhere_writes_nothing_once_the_retry_holds_it(tmp_path: Path) -> None:
+    from bench.executors.ray import ResultSink
+    from bench.store import Superseded
+
+    sink = ResultSink(str(tmp_path), None)
+    lost, _ = sink.files("c0ffee", "sub")  # the run on the node that went silent
+    retry, files = sink.files("c0ffee", "sub")  # Ray's retry of it on a live node
+    assert files == {} and retry == lost + 1
+    sink.write_seed("c0ffee", {"seed": 0, "by": "retry"}, retry)
+    with pytest.raises(Superseded, match="a newer run of it"):
+        sink.write_seed("c0ffee", {"seed": 0, "by": "lost"}, lost)
+    with pytest.raises(Superseded):
+        sink.write_cell({"cell_id": "c0ffee", "status": "ok"}, lost)
+    assert json.loads((tmp_path / "partial" / "c0ffee" / "seed-0.json").read_text())["by"] == "retry"
+    again, files = sink.files("c0ffee", "sub")  # a later run finds the retry's seed
+    assert list(files) == ["partial/c0ffee/seed-0.json"] and again == retry + 1

@@ -22,7 +22,7 @@ from bench.cells import run_claimed, saved_fits
 from bench.executors.local import longest_first, outcome, rebuild_cell, record_lost, run_context
 from bench.options import RAY_MISSING, RunOptions, storage_url
 from bench.progress import RunProgress
-from bench.store import ResultStore
+from bench.store import ResultStore, Superseded
 
 if TYPE_CHECKING:
     from bench.matrix import Cell
@@ -79,24 +79,38 @@ def check_cluster(ray: Any, options: RunOptions) -> None:
 
 
 class ResultSink:
-    """A Ray actor on the driver's node: the one writer of the results store, and a node's view of it."""
+    """A Ray actor on the driver's node: the one writer of the results store, and a node's view of it.
+
+    Each run of a cell takes a lease when it pulls the cell's files, and only the newest lease writes:
+    a run that Ray retried elsewhere (its node seen lost) may still be computing where it was, and its
+    late seeds would otherwise land beside the retry's, a seed fitted twice.
+    """
 
     def __init__(self, results: str, tracking_uri: str | None) -> None:
         self.store, self.tracking_uri = ResultStore(Path(results)), tracking_uri
+        self.leases: dict[str, int] = {}
 
-    def files(self, cell_id: str, task_id: str) -> dict[str, str]:
-        """The cell's saved seeds and its task's baselines, by path relative to the store."""
+    def files(self, cell_id: str, task_id: str) -> tuple[int, dict[str, str]]:
+        """A new lease on the cell, and its saved seeds and its task's baselines by path relative to the store."""
+        self.leases[cell_id] = lease = self.leases.get(cell_id, 0) + 1
         root = self.store.root
         paths = [*(root / "partial" / cell_id).glob("seed-*.json"), *(root / "baselines").glob(f"{task_id}__*.json")]
-        return {str(p.relative_to(root)): p.read_text() for p in paths if p.is_file()}
+        return lease, {str(p.relative_to(root)): p.read_text() for p in paths if p.is_file()}
 
-    def write_seed(self, cell_id: str, record: dict[str, Any]) -> None:
+    def _check(self, cell_id: str, lease: int) -> None:
+        if self.leases.get(cell_id) != lease:
+            raise Superseded(f"cell {cell_id}: a newer run of it (lease {self.leases.get(cell_id)}) holds it; "
+                             f"this run's (lease {lease}) writes are refused")  # fmt: skip
+
+    def write_seed(self, cell_id: str, record: dict[str, Any], lease: int) -> None:
+        self._check(cell_id, lease)
         self.store.write_seed(cell_id, record)
 
-    def write_cell(self, record: dict[str, Any]) -> tuple[str, str]:
+    def write_cell(self, record: dict[str, Any], lease: int) -> tuple[str, str]:
         """Store the record as a local run would; returns where it went (relative) and what was written."""
         from bench.tracking import public_uri
 
+        self._check(record["cell_id"], lease)
         if "mlflow" in record and self.tracking_uri:  # named from the driver's store, not the node's scratch
             record["mlflow"]["tracking_uri"] = public_uri(self.tracking_uri, self.store.root)
         path = self.store.write_cell(record)
@@ -109,20 +123,30 @@ class MirrorStore(ResultStore):
 
     def __init__(self, scratch: Path, sink: Any, ray: Any) -> None:
         super().__init__(scratch)
-        self.sink, self.ray = sink, ray
+        self.sink, self.ray, self.lease = sink, ray, 0
 
     def pull(self, cell_id: str, task_id: str) -> None:
-        for relative, text in self.ray.get(self.sink.files.remote(cell_id, task_id)).items():
+        self.lease, files = self.ray.get(self.sink.files.remote(cell_id, task_id))
+        for relative, text in files.items():
             path = self.root / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
 
     def write_seed(self, cell_id: str, seed_result: dict[str, Any]) -> None:
-        self.ray.get(self.sink.write_seed.remote(cell_id, seed_result))  # saved on the driver before going on
+        self._sent(self.sink.write_seed.remote(cell_id, seed_result, self.lease))  # saved on the driver first
         super().write_seed(cell_id, seed_result)
 
+    def _sent(self, call: Any) -> Any:
+        """What the sink answered; `Superseded` where a newer run of the cell refused this one's write."""
+        try:
+            return self.ray.get(call)
+        except self.ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, Superseded):
+                raise exc.cause from None
+            raise
+
     def write_cell(self, result: dict[str, Any]) -> Path:
-        relative, text = self.ray.get(self.sink.write_cell.remote(result))
+        relative, text = self._sent(self.sink.write_cell.remote(result, self.lease))
         path = self.root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
