@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import baselines, reuse
+from bench import baselines, matrix, reuse
 from bench.costs import measure_decoding
 from bench.matrix import Cell
 from bench.progress import RunProgress
@@ -176,7 +176,11 @@ def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, fl
 
 def _settings(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, float], dict[str, Any]]:
     """The cell's optimiser settings and how they were chosen: for a cell that trains as another with an
-    ok result, that cell's (one model, one study); else its own study's (`_tune`)."""
+    ok result, that cell's (one model, one study); else its own stored tuning where it finished its
+    trials (a clone of finished results has no Optuna storage); else its own study's (`_tune`)."""
+    own = ctx.store.record(cell.id)
+    if cell.suite.trials and matrix.recorded_trials(own) >= cell.suite.trials:
+        return own["tuning"]["best_params"], own["tuning"]
     base = cell.trains_as
     record = ctx.store.record(base.id) if base else {}
     if base is None or record.get("status") != "ok":

@@ -136,6 +136,13 @@ def _duplicate_of(variant: VariantSpec, config: TaskConfig, seen: dict[tuple[obj
     return None
 
 
+def recorded_trials(record: dict[str, Any]) -> int:
+    """The trials an ok record's tuning finished: the Optuna storage is local (not committed with the
+    results), so a clone of finished results knows its cells' tuning from their records alone."""
+    tuning = record.get("tuning") if record.get("status") == "ok" else None
+    return int(tuning.get("trials_finished", 0)) if isinstance(tuning, dict) and "best_params" in tuning else 0
+
+
 def status(cell: Cell, store: ResultStore, trials_done: int) -> str:
     """'n/a', 'cached' (nothing to do), 'gave up' (failed `MAX_ATTEMPTS` times), 'partial' or 'to run'."""
     if cell.na_reason:
@@ -149,6 +156,7 @@ def status(cell: Cell, store: ResultStore, trials_done: int) -> str:
         if done.get("status") == "diverged":
             return "cached"  # deterministic for its id: running it again would diverge again
         seeds_done = {s["seed"] for s in done.get("per_seed", [])}
+        trials_done = max(trials_done, recorded_trials(done))
         if done.get("status") == "ok" and set(cell.suite.seeds) <= seeds_done and trials_done >= cell.suite.trials:
             return "cached"
     saved_seeds = store.seed_results(cell.id)

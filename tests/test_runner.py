@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -134,6 +135,21 @@ def test_second_run_is_all_cached_and_retrains_nothing(smoke_run: Path) -> None:
     out = subprocess.run(_bench(smoke_run), check=True, capture_output=True, text=True).stdout
     assert "cells: 0.0s" in out or "cells: 0.1s" in out
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # nothing retrained or rewritten
+
+
+def test_a_clone_of_finished_results_without_their_local_databases_runs_nothing(
+    smoke_run: Path, tmp_path: Path
+) -> None:
+    """What git carries of a results folder (cells/, no Optuna or MLflow database): all cached, nothing rewritten."""
+    clone = tmp_path / "results"
+    shutil.copytree(smoke_run / "results" / "cells", clone / "cells")
+    mtimes = {p: p.stat().st_mtime_ns for p in (clone / "cells").glob("*.json")}
+    argv = [a if a != str(smoke_run / "results") else str(clone) for a in _bench(smoke_run)]
+    assert subprocess.run([*argv, "--dry-run"], check=True, capture_output=True, text=True).stdout.count("cached") == 2
+    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    assert "cells: 0.0s" in out or "cells: 0.1s" in out
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert not list((clone / "partial").glob("*/seed-*.json"))
 
 
 def test_mlflow_holds_a_parent_run_per_cell_with_nested_runs(smoke_run: Path) -> None:
