@@ -130,7 +130,7 @@ def _add_run_parser(commands: Any) -> None:
 
 
 def _add_perf_parser(commands: Any) -> None:
-    from bench.perf import KINDS
+    from bench.measure.perf import KINDS
 
     perf = commands.add_parser(
         "perf", help="measure the harness itself: overhead vs a bare loop, hardware use, attention, decoding"
@@ -147,7 +147,7 @@ def _add_perf_parser(commands: Any) -> None:
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    from bench.data import default_data_dir
+    from bench.run.data import default_data_dir
 
     return args.data_dir or default_data_dir()
 
@@ -158,16 +158,16 @@ def _names(value: str | None) -> list[str] | None:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     if args.what == "tasks":
-        from bench.report import tasks_table
+        from bench.report.tables import tasks_table
 
         return tasks_table(_data_dir(args))
-    from bench.report import variants_table
+    from bench.report.tables import variants_table
 
     return variants_table(args.heads, args.head_dim, args.layers, args.dtype)
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from bench.report import prepare_report
+    from bench.report.tables import prepare_report
 
     return prepare_report(_names(args.tasks), _data_dir(args))
 
@@ -203,8 +203,8 @@ def _default_jobs() -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from bench.pipeline import RunOptions, run
-    from bench.suites import get_suite
+    from bench.plan.suites import get_suite
+    from bench.run.pipeline import RunOptions, run
 
     suite = get_suite(args.suite).override(
         tasks=tuple(_names(args.tasks) or ()) or None,
@@ -230,7 +230,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_perf(args: argparse.Namespace) -> int:
-    from bench.perf.run import PerfOptions, parse_kinds, run_perf
+    from bench.measure.perf.run import PerfOptions, parse_kinds, run_perf
 
     options = PerfOptions(parse_kinds(args.only), args.quick, args.repeats, args.out, _data_dir(args), args.threads,
                           args.results, args.before)  # fmt: skip
@@ -240,9 +240,10 @@ def _cmd_perf(args: argparse.Namespace) -> int:
 def _cmd_converge(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from bench import converge
+    from bench.console import make_console
+    from bench.measure import converge
     from bench.registry import tasks
-    from bench.report import convergence_table, make_console
+    from bench.report.tables import convergence_table
     from bench_tasks.base import SpeedTarget
 
     if args.steps < 1:
@@ -263,8 +264,8 @@ def _cmd_converge(args: argparse.Namespace) -> int:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    from bench.pipeline import build_leaderboard
-    from bench.report import make_console
+    from bench.console import make_console
+    from bench.run.pipeline import build_leaderboard
 
     if not (args.results / "cells").is_dir():
         raise ValueError(f"no results in {args.results}/cells; run `bench run --results {args.results}` first")
@@ -288,8 +289,8 @@ def _cmd_readme(args: argparse.Namespace) -> int:
 def _cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    from bench.tracking import default_tracking_uri, redact
-    from bench.validate import check_tracking_uri
+    from bench.plan.validate import check_tracking_uri
+    from bench.record.tracking import default_tracking_uri, redact
 
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port {args.port}: a TCP port lies in 1..65535; e.g. --port 5000")
@@ -308,14 +309,14 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
-    from bench.report import cache_table
+    from bench.report.tables import cache_table
 
     names = None if args.variants == "all" else [n for n in args.variants.split(",") if n.strip()]
     return cache_table(names, args.heads, args.head_dim, args.layers, args.tokens)
 
 
 def _cmd_check_variant(args: argparse.Namespace) -> int:
-    from bench.report import check_variant_report
+    from bench.report.tables import check_variant_report
 
     return check_variant_report(args.variant)
 
@@ -343,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _error(message: str) -> None:
     from rich.markup import escape
 
-    from bench.report import make_console
+    from bench.console import make_console
 
     make_console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from bench import adaptive
-from bench.cells import base_record
-from bench.pipeline import RunOptions, plan, run, with_seed_plan
-from bench.store import ResultStore
-from bench.suites import smoke
+from bench.plan.suites import smoke
+from bench.record.store import ResultStore
+from bench.run import adaptive
+from bench.run.cells import base_record
+from bench.run.pipeline import RunOptions, plan, run, with_seed_plan
 
 VARIANTS = ("qkv", "tied-kv", "tied-qkv")
 

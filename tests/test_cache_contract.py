@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from bench.costs import measure_decoding
+from bench.measure.costs import measure_decoding
 from bench_tasks.backbones.gpt import GPT, GPTConfig, held_bytes
 from bench_variants.base import Attention, AttentionConfig, CacheSpec, LayerCache, Supports, TokenCache, VariantSpec
 from bench_variants.int8 import Int8TokenCache, dequantize, int8_cache, quantize

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.conformance import SKIP, run_checks
+from bench.measure.conformance import SKIP, run_checks
 
 #: a handful of built-ins covering the grid's corners (run time: each about a few seconds)
 BUILTINS = ["qkv", "tied-kv", "mqa", "tied-qk-pos"]

@@ -1,4 +1,4 @@
-"""Data-parallel fits (`bench.ddp`): two CPU processes train as one does, stop together, fail loudly.
+"""Data-parallel fits (`bench.fit.ddp`): two CPU processes train as one does, stop together, fail loudly.
 
 Each 2-process fit costs about 6-9 s on 2 cores, most of it the helper process importing torch.
 """
@@ -15,10 +15,10 @@ import optuna
 import pytest
 import torch
 
-from bench import ddp
-from bench.loop import FitHooks
+from bench.fit import ddp
+from bench.fit.loop import FitHooks
+from bench.fit.train import build, fit
 from bench.registry import tasks, variants
-from bench.train import build, fit
 from bench_tasks.base import REACHED_TARGET, STEPS_TO_TARGET, OptimConfig
 
 # measured: val/test accuracy and loss identical to one process at 40 steps; loss within 3e-7 relative at 100

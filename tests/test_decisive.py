@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import matrix
-from bench.pipeline import RunOptions, plan
+from bench.fit.train import share_initial_values
+from bench.fit.tuning import TUNING_SEED, default_params
+from bench.plan import matrix
+from bench.plan.suites import default, smoke
+from bench.plan.validate import check_run_inputs
 from bench.registry import tasks, variants
-from bench.suites import default, smoke
-from bench.train import share_initial_values
-from bench.tuning import TUNING_SEED, default_params
-from bench.validate import check_run_inputs
+from bench.run.pipeline import RunOptions, plan
 from bench_tasks.base import OptimConfig
 from tests.nan_attention import BlowsUp
 
@@ -99,7 +99,7 @@ def test_task_defaults_override_the_shared_ones() -> None:
 
 
 def test_a_fit_whose_loss_turns_nan_ends_as_diverged(tmp_path: Path) -> None:
-    from bench.train import Diverged, fit
+    from bench.fit.train import Diverged, fit
     from bench_variants.base import replace
 
     qkv = variants().get("qkv")
@@ -118,7 +118,7 @@ def test_a_fit_whose_loss_turns_nan_ends_as_diverged(tmp_path: Path) -> None:
 def test_result_files_never_hold_nan(tmp_path: Path) -> None:
     import json
 
-    from bench.store import write_json_atomic
+    from bench.record.store import write_json_atomic
 
     write_json_atomic(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": 2.5}})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [1.0, None], "c": {"d": 2.5}}
@@ -127,7 +127,7 @@ def test_result_files_never_hold_nan(tmp_path: Path) -> None:
 def test_no_tuning_runs_the_task_defaults_without_a_study(tmp_path: Path) -> None:
     import json
 
-    from bench.pipeline import run
+    from bench.run.pipeline import run
 
     suite = smoke().override(tasks=("sub",), variants=("qkv", "gqa4"), trials=0, seeds=(0, 1))
     options = RunOptions(results=tmp_path / "results", data_dir=tmp_path / "data", tracking_uri="none")
@@ -143,9 +143,9 @@ def test_no_tuning_runs_the_task_defaults_without_a_study(tmp_path: Path) -> Non
 
 
 def test_ablations_run_in_their_own_suite_only() -> None:
-    from bench.matrix import resolve_variants
+    from bench.plan.matrix import resolve_variants
+    from bench.plan.suites import get_suite
     from bench.registry import variants as variant_registry
-    from bench.suites import get_suite
 
     registry = variant_registry()
     in_default = {v.id for v in resolve_variants(get_suite("default"), registry)}

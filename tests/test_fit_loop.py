@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from bench.loop import FitHooks, FitLoop, curve_steps
+from bench.fit.loop import FitHooks, FitLoop, curve_steps
+from bench.fit.train import fit, skip_absent_gpu_probe
+from bench.record.tracking import FLUSH_POINTS, Tracker, default_tracking_uri
 from bench.registry import tasks, variants
-from bench.tracking import FLUSH_POINTS, Tracker, default_tracking_uri
-from bench.train import fit, skip_absent_gpu_probe
 from bench_tasks.base import OptimConfig, TaskConfig
 from bench_tasks.datamodule import BatchIndexed
 from bench_tasks.module import Sums, TaskModule

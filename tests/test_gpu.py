@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.fit.train import fit
 from bench.registry import tasks, variants
-from bench.train import fit
 from bench_tasks.base import OptimConfig
 
 STEPS = 300

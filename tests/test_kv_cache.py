@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.costs import measure_decoding
+from bench.measure.costs import measure_decoding
 from bench_tasks.backbones.gpt import GPT, GPTConfig, held_bytes
 from bench_variants.base import VariantSpec
 

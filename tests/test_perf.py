@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.cli import main
-from bench.data import default_data_dir
-from bench.memory import PeakMemory
-from bench.perf import KINDS, attention, bare, decoding, hardware, harness
-from bench.perf.common import PerfContext, Spread, interleave, write_result
+from bench.fit.memory import PeakMemory
+from bench.measure.perf import KINDS, attention, bare, decoding, hardware, harness
+from bench.measure.perf.common import PerfContext, Spread, interleave, write_result
+from bench.run.data import default_data_dir
 
 HARNESS_LIMIT = 2.0  # harness training time / bare loop's (goal 1.05)
 ATTENTION_LIMIT = 3.0  # a variant's fwd+bwd / plain SDPA's (goal 1.05)
@@ -36,7 +36,7 @@ MiB = 2**20
 @pytest.fixture
 def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     before = torch.get_num_threads()
-    monkeypatch.setenv("BENCH_THREADS", "1")  # what `bench.train.fit` applies
+    monkeypatch.setenv("BENCH_THREADS", "1")  # what `bench.fit.train.fit` applies
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
@@ -223,9 +223,9 @@ def test_hardware_fractions_of_the_peaks_are_fractions() -> None:
 
 def test_budget_reads_a_runs_savings_per_task(tmp_path: Path) -> None:
     """Per task: fits against the seed cap, steps against the caps, reused fits, tuning cost per trial."""
-    from bench.perf import budget
-    from bench.perf.common import PerfContext
-    from bench.store import write_json_atomic
+    from bench.measure.perf import budget
+    from bench.measure.perf.common import PerfContext
+    from bench.record.store import write_json_atomic
 
     def record(task_id: str, seeds: list[int], steps: list[int], **extra: Any) -> dict[str, Any]:
         return {"status": "ok", "task": {"id": task_id, **extra.pop("task", {})}, "timing": {"final_seconds": 10.0},

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import tuning
+from bench.fit import tuning
 from tests.servers import postgres_server
 
 

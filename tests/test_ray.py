@@ -209,8 +209,8 @@ class _FakeRay:
 def test_a_cluster_over_several_machines_needs_servers_every_node_reaches(tmp_path: Path) -> None:
     import socket
 
-    from bench.executors.ray import check_cluster
     from bench.options import RunOptions
+    from bench.run.executors.ray import check_cluster
 
     options = RunOptions(results=tmp_path, data_dir=tmp_path)
     check_cluster(_FakeRay([socket.gethostname()] * 2, 2), options)  # one machine: local files serve it
@@ -227,10 +227,10 @@ def test_a_cluster_over_several_machines_needs_servers_every_node_reaches(tmp_pa
 def test_the_driver_keeps_in_flight_what_the_live_nodes_hold(tmp_path: Path) -> None:
     import contextlib
 
-    from bench.executors.ray import _Driver
-    from bench.pipeline import RunOptions, plan
+    from bench.plan.suites import get_suite
     from bench.registry import tasks
-    from bench.suites import get_suite
+    from bench.run.executors.ray import _Driver
+    from bench.run.pipeline import RunOptions, plan
     from bench_tasks.base import Resources
 
     suite = get_suite("smoke").override(tasks=("sub",), variants=("qkv", "mqa"))
@@ -254,8 +254,8 @@ def test_the_driver_keeps_in_flight_what_the_live_nodes_hold(tmp_path: Path) -> 
 
 
 def test_a_run_of_a_cell_retried_elsewhere_writes_nothing_once_the_retry_holds_it(tmp_path: Path) -> None:
-    from bench.executors.ray import ResultSink
-    from bench.store import Superseded
+    from bench.record.store import Superseded
+    from bench.run.executors.ray import ResultSink
 
     sink = ResultSink(str(tmp_path), None)
     lost, _ = sink.files("c0ffee", "sub")  # the run on the node that went silent

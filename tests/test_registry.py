@@ -76,7 +76,7 @@ def test_example_plugin_is_found_through_its_distribution() -> None:
     assert REGISTRY.origin("latent-kv") == "bench-latent-attention"
     spec = REGISTRY.get("latent-kv")
     assert spec.build(AttentionConfig(64, 8))(torch.randn(2, 5, 64)).shape == (2, 5, 64)
-    from bench.costs import measure_decoding
+    from bench.measure.costs import measure_decoding
 
     result = measure_decoding(spec, GPTConfig(vocab_size=17, context=12, n_layers=2, d_model=64, n_heads=8), 12)
     assert result.bytes_match and result.bytes_held == 2 * 12 * 16 * 4  # layers x tokens x rank x fp32

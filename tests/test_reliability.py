@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bench.tracking import public_uri, redact
-from bench.validate import check_storage, check_tracking_uri
+from bench.plan.validate import check_storage, check_tracking_uri
+from bench.record.tracking import public_uri, redact
 from bench_leaderboard.model import mlflow_url
 
 
@@ -67,8 +67,8 @@ def test_storage_errors_do_not_echo_the_password() -> None:
 
 
 def test_a_busy_store_is_retried_and_a_broken_one_only_noted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bench import tracking
-    from bench.tracking import Tracker, default_tracking_uri
+    from bench.record import tracking
+    from bench.record.tracking import Tracker, default_tracking_uri
 
     monkeypatch.setattr(tracking, "RETRIES", (0.0, 0.0, 0.0))
     tracker = Tracker(default_tracking_uri(tmp_path), tmp_path / "artifacts")
@@ -88,7 +88,7 @@ def test_a_busy_store_is_retried_and_a_broken_one_only_noted(tmp_path: Path, mon
 
 
 #: a process that sets up the MLflow store at argv[1] and prints the harness's experiment id
-TRACKER_SETUP = "import sys; from bench.tracking import Tracker; print(Tracker(sys.argv[1]).experiment_id)"
+TRACKER_SETUP = "import sys; from bench.record.tracking import Tracker; print(Tracker(sys.argv[1]).experiment_id)"
 
 
 def test_processes_setting_up_one_fresh_mlflow_store_at_once_all_get_it(tmp_path: Path) -> None:
@@ -97,7 +97,7 @@ def test_processes_setting_up_one_fresh_mlflow_store_at_once_all_get_it(tmp_path
     import subprocess
     import sys
 
-    from bench.tracking import default_tracking_uri
+    from bench.record.tracking import default_tracking_uri
 
     uri = default_tracking_uri(tmp_path)
     setups = [subprocess.Popen([sys.executable, "-c", TRACKER_SETUP, uri], stdout=subprocess.PIPE,
@@ -121,7 +121,7 @@ def test_a_half_made_mlflow_store_is_made_afresh_only_when_it_holds_no_run(tmp_p
     import subprocess
     import sys
 
-    from bench.tracking import Tracker, default_tracking_uri
+    from bench.record.tracking import Tracker, default_tracking_uri
 
     fresh = tmp_path / "fresh"
     fresh.mkdir()
@@ -150,10 +150,10 @@ def test_mlflow_failing_loses_no_result(tmp_path: Path, monkeypatch: pytest.Monk
     """Every MLflow write fails during the run: the cells finish ok, results saved, the misses recorded."""
     from mlflow.tracking import MlflowClient
 
-    from bench import tracking
-    from bench.pipeline import RunOptions, run
-    from bench.store import ResultStore
-    from bench.suites import smoke
+    from bench.plan.suites import smoke
+    from bench.record import tracking
+    from bench.record.store import ResultStore
+    from bench.run.pipeline import RunOptions, run
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk I/O error")
@@ -171,7 +171,7 @@ def test_mlflow_failing_loses_no_result(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_a_failed_attempt_never_replaces_a_good_result(tmp_path: Path) -> None:
-    from bench.store import ResultStore
+    from bench.record.store import ResultStore
 
     store = ResultStore(tmp_path / "results")
     good = {"cell_id": "abc", "task": {"id": "reverse"}, "variant": {"id": "qkv"}, "status": "ok", "seeds": [0, 1]}
@@ -190,10 +190,11 @@ def test_a_cell_that_keeps_failing_is_given_up_after_max_attempts_until_asked_ag
 ) -> None:
     import dataclasses
 
-    from bench import cells, matrix
-    from bench.pipeline import RunOptions, plan, run
-    from bench.store import MAX_ATTEMPTS, ResultStore
-    from bench.suites import smoke
+    from bench.plan import matrix
+    from bench.plan.suites import smoke
+    from bench.record.store import MAX_ATTEMPTS, ResultStore
+    from bench.run import cells
+    from bench.run.pipeline import RunOptions, plan, run
 
     calls: list[str] = []
 
@@ -224,7 +225,7 @@ def test_temp_files_of_killed_writes_are_swept_and_live_ones_left(tmp_path: Path
     import os
     import time
 
-    from bench.store import TORN_AFTER_S, ResultStore, write_json_atomic
+    from bench.record.store import TORN_AFTER_S, ResultStore, write_json_atomic
 
     store = ResultStore(tmp_path / "results")
     write_json_atomic(store.cells_dir / "a__b__c.json", {"ok": 1})
@@ -241,7 +242,7 @@ def test_temp_files_of_killed_writes_are_swept_and_live_ones_left(tmp_path: Path
 
 
 def test_an_attempt_that_never_returns_is_counted_and_an_ok_cell_forgets_its_attempts(tmp_path: Path) -> None:
-    from bench.store import ResultStore
+    from bench.record.store import ResultStore
 
     store = ResultStore(tmp_path / "results")
     assert store.attempts("abc")["count"] == 0
@@ -262,8 +263,8 @@ def test_an_attempt_that_never_returns_is_counted_and_an_ok_cell_forgets_its_att
 
 
 def test_a_task_plugin_whose_prepare_crashes_fails_only_its_own_task(tmp_path: Path) -> None:
-    from bench.data import prepare_tasks
     from bench.registry import tasks
+    from bench.run.data import prepare_tasks
 
     class Broken:
         id = "broken"
@@ -279,8 +280,8 @@ def test_a_task_plugin_whose_prepare_crashes_fails_only_its_own_task(tmp_path: P
 def test_bench_cache_reports_a_broken_variant_by_name_and_measures_the_rest(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bench import report
     from bench.cli import main
+    from bench.report import tables as report
 
     real = report.measure_decoding
 
@@ -297,7 +298,7 @@ def test_bench_cache_reports_a_broken_variant_by_name_and_measures_the_rest(
 
 @pytest.mark.parametrize("bad", ["../escape", "a/b", "..", "", "x" * 81, "-lead", "a b", "ok\n"])
 def test_ids_that_would_become_paths_outside_the_store_are_refused(bad: str, tmp_path: Path) -> None:
-    from bench.store import ResultStore
+    from bench.record.store import ResultStore
 
     store = ResultStore(tmp_path / "results")
     record = {"cell_id": "abc123", "task": {"id": "reverse"}, "variant": {"id": bad}, "status": "ok"}
@@ -333,7 +334,7 @@ def test_a_claimed_cell_is_left_alone_and_a_dead_runs_claim_is_taken_over(tmp_pa
     import subprocess
     import sys
 
-    from bench.store import ResultStore
+    from bench.record.store import ResultStore
 
     store = ResultStore(tmp_path / "results")
     with store.claim("abc") as first, store.claim("abc") as second:
@@ -355,8 +356,8 @@ def test_two_runs_on_one_results_folder_run_every_cell_once(tmp_path: Path) -> N
 
     from mlflow.tracking import MlflowClient
 
-    from bench.store import ResultStore
-    from bench.tracking import default_tracking_uri
+    from bench.record.store import ResultStore
+    from bench.record.tracking import default_tracking_uri
 
     argv = [sys.executable, "-m", "bench.cli", "run", "--suite", "smoke", "--results", str(tmp_path / "results"),
             "--data-dir", str(tmp_path / "data")]  # fmt: skip
@@ -396,7 +397,7 @@ def test_a_worker_killed_under_jobs_2_fails_its_cell_not_the_run(tmp_path: Path)
     import subprocess
     import sys
 
-    from bench.store import ResultStore
+    from bench.record.store import ResultStore
 
     site = tmp_path / "site"
     (site / "killer_plugin-0.1.dist-info").mkdir(parents=True)
@@ -421,9 +422,9 @@ def test_a_worker_killed_under_jobs_2_fails_its_cell_not_the_run(tmp_path: Path)
 def test_a_hanging_fit_is_stopped_at_its_time_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    from bench.loop import FitHooks
+    from bench.fit.loop import FitHooks
+    from bench.fit.train import FitTimeout, fit
     from bench.registry import tasks, variants
-    from bench.train import FitTimeout, fit
     from bench_tasks.base import OptimConfig
 
     task = tasks().get("reverse")
@@ -443,7 +444,7 @@ def test_a_hanging_fit_is_stopped_at_its_time_limit(tmp_path: Path, monkeypatch:
 def test_a_resumed_study_reruns_the_cut_trial_and_is_offered_its_siblings_candidates(tmp_path: Path) -> None:
     from optuna.trial import TrialState
 
-    from bench.tuning import open_study, reseed, suggest, tune
+    from bench.fit.tuning import open_study, reseed, suggest, tune
 
     space = {"lr": ("log", 1e-4, 1e-2), "weight_decay": ("log", 1e-5, 1e-1)}
     defaults = {"lr": 1e-3, "weight_decay": 1e-4}

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from bench import matrix
-from bench.cells import RunContext, run_cell
-from bench.progress import RunProgress
+from bench.plan import matrix
+from bench.plan.suites import Suite
+from bench.record.store import ResultStore
 from bench.registry import tasks as task_registry
 from bench.registry import variants as variant_registry
-from bench.store import ResultStore
-from bench.suites import Suite
+from bench.run.cells import RunContext, run_cell
+from bench.run.progress import RunProgress
 from tests.test_task_lm import tiny_kjv  # the LM task on a tiny generated corpus
 
 SUITE = Suite("reuse", tasks=("lm",), variants=("qkv", "qkv-int8", "tied-kv"), scale="smoke", trials=0, seeds=(0, 1))
@@ -46,9 +46,9 @@ def test_the_matrix_links_a_variant_to_the_one_it_trains_as() -> None:
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict[str, Any]:
     """The LM's QKV cell run, its int8 cell run on the kept states, then (the states gone) run again;
-    and a fit of QKV int8 of its own, seed 0, as `bench.cells` would make it."""
-    from bench.train import fit
-    from bench.tuning import default_params, optim_config
+    and a fit of QKV int8 of its own, seed 0, as `bench.run.cells` would make it."""
+    from bench.fit.train import fit
+    from bench.fit.tuning import default_params, optim_config
 
     tmp = tmp_path_factory.mktemp("reuse")
     monkey = pytest.MonkeyPatch()
@@ -99,8 +99,8 @@ def test_without_the_base_state_the_cell_trains_and_says_so(fitted: dict[str, An
 
 def test_a_look_runs_the_cells_others_train_as_before_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The base on more seeds than its int8 cell (adaptive seeds): seed counts alone would run the int8 first."""
-    from bench import pipeline
     from bench.options import RunOptions
+    from bench.run import pipeline
 
     row = _row()
     todo = [row["qkv"].with_seeds(2), row["qkv-int8"].with_seeds(1), row["tied-kv"].with_seeds(1)]
@@ -115,7 +115,7 @@ def test_a_cell_that_trains_as_another_counts_that_ones_trials(tmp_path: Path) -
     """It takes the other's settings and runs no study of its own, so it is not short of trials."""
     import optuna
 
-    from bench.report_run import trials_done
+    from bench.run.summary import trials_done
 
     row, storage = _row(), f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name=f"cell-{row['qkv'].id}", storage=storage)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from bench import matrix
 from bench.cli import main
-from bench.pipeline import RunOptions, plan
+from bench.plan import matrix
+from bench.plan.suites import smoke
+from bench.record.store import ResultStore
 from bench.registry import tasks, variants
+from bench.run.pipeline import RunOptions, plan
 from bench.stats import paired, summarize
-from bench.store import ResultStore
-from bench.suites import smoke
 from bench_tasks.synthetic import DigitTask
 
 
@@ -240,7 +240,7 @@ def test_kill_9_then_resume_redoes_nothing_finished(tmp_path: Path) -> None:
 def test_study_resumes_marks_the_killed_trial_failed_and_fills_the_budget(tmp_path: Path) -> None:
     from optuna.trial import TrialState
 
-    from bench.tuning import SHARED_SPACE, finished_trials, open_study, tune
+    from bench.fit.tuning import SHARED_SPACE, finished_trials, open_study, tune
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     calls: list[dict[str, float]] = []

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import torch
 
-from bench import converge
-from bench.loop import FitLoop
+from bench.fit.loop import FitLoop
+from bench.fit.train import fit
+from bench.fit.tuning import optim_config
+from bench.measure import converge
 from bench.registry import tasks, variants
 from bench.stats import metric_scale
-from bench.train import fit
-from bench.tuning import optim_config
 from bench_leaderboard import budget, tested
 from bench_tasks.base import REACHED_TARGET, STEPS_TO_TARGET, SpeedTarget, TaskConfig
 from bench_tasks.synthetic import TARGET, cap_of

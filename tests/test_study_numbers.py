@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.costs import parameter_count, reduction_vs
+from bench.measure.costs import parameter_count, reduction_vs
 from bench_tasks.backbones.gpt import GPTConfig
 from bench_variants import presets as P
 from bench_variants.base import AttentionConfig, replace
@@ -84,7 +84,7 @@ def test_g_is_a_hyperparameter() -> None:
 def test_analytic_checks_measure_the_papers_numbers_by_decoding() -> None:
     import copy
 
-    from bench import analytic
+    from bench.measure import analytic
     from bench_leaderboard.claims import HELD, NOT_HELD, analytic_checks
 
     measured = analytic.measure(["qkv", "tied-kv", "tied-kv-mqa", "tied-qk-pos"])

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench.fit.train import fit
 from bench.registry import variants
-from bench.train import fit
 from bench_tasks import cifar
 from bench_tasks.base import DataError, OptimConfig
 from bench_tasks.cifar import CIFAR10_LAYOUT, CIFAR100_LAYOUT, CifarLayout, CifarTask, dataset_class

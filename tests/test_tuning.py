@@ -12,10 +12,8 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from bench.loop import FitLoop
-from bench.pipeline import RunOptions, run
-from bench.suites import default, plus_ablation, smoke
-from bench.tuning import (
+from bench.fit.loop import FitLoop
+from bench.fit.tuning import (
     RUNG_EIGHTHS,
     SHARED_SPACE,
     RungPruning,
@@ -25,6 +23,8 @@ from bench.tuning import (
     trials_record,
     tune,
 )
+from bench.plan.suites import default, plus_ablation, smoke
+from bench.run.pipeline import RunOptions, run
 from bench_tasks.base import SpeedTarget, TaskConfig
 from tests.noisy import Noisy, SteepPairs
 

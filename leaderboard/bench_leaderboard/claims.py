@@ -40,7 +40,7 @@ def analytic_checks(measured: Mapping[str, Any] | None) -> dict[str, Any]:
     """The paper's cache reductions (H = 16) and 300M parameter counts against what `bench run` measured.
 
     Args:
-        measured: `results/analytic/study_shape.json` (see `bench.analytic`), or None when absent.
+        measured: `results/analytic/study_shape.json` (see `bench.measure.analytic`), or None when absent.
     """
     if not measured:
         return {

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from bench.tracking import redact
+from bench.record.tracking import redact
 
 from . import budget, scoring
 
@@ -208,7 +208,7 @@ def seed_decision(record: Mapping[str, Any], base: Mapping[str, Any] | None) -> 
     looks, seeds = design.get("looks"), design.get("seeds")
     if not base or base["cell_id"] == record["cell_id"] or not looks or not seeds or margin is None:
         return None
-    from bench.adaptive import comparison_look, seed_values
+    from bench.run.adaptive import comparison_look, seed_values
 
     try:
         design = adaptive_design(looks, str(design.get("spending") or "pocock"))
@@ -238,7 +238,7 @@ def seeds_note(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def adaptive_design(looks: Sequence[Any], spending: str) -> Any:
-    from bench.adaptive import design_of
+    from bench.run.adaptive import design_of
 
     return design_of([int(n) for n in looks], spending)
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from bench_variants.base import AttentionConfig, VariantSpec
 
+from .optim import OptimConfig
+
 if TYPE_CHECKING:
     import lightning as L
 
@@ -101,18 +103,6 @@ class Baseline:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """What every cell tunes: AdamW with linear warmup then cosine decay to `min_lr_ratio` x lr."""
-
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_frac: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
-    min_lr_ratio: float = 0.1
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 A task subclasses it and implements `evaluate(batch)`: the loss plus metric sums and counts. The
 module accumulates those over an epoch and reports exact means (weighted by count, not by batch) as
 `{stage}/{name}`, plus whatever `finalize` derives from them (e.g. perplexity = exp(mean NLL)).
-The fit loop (`bench.loop`) drives it: `train_batch` and `eval_batch` per batch, `epoch_metrics`
+The fit loop (`bench.fit.loop`) drives it: `train_batch` and `eval_batch` per batch, `epoch_metrics`
 per epoch, `build_optimizer` and `build_scheduler` once.
 """
 
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from .base import OptimConfig
+from .optim import OptimConfig
 
 #: metric name -> (sum over examples, number of examples) for one batch
 Sums = dict[str, tuple[Tensor, int]]

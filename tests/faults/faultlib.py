@@ -15,10 +15,10 @@ Environment (BENCH_FAULT_LOG unset: nothing is installed):
     "fit_start"     a fit about to start (nothing of it computed yet)
     "step"          before optimiser step `step` (1-based) of a fit
     "replace"       an `os.replace` onto a path matching the glob `path`: the temp file written and
-                    fsynced, the rename not done (`bench.store.write_json_atomic`, the leaderboard's writes)
-    "write"         `bench.store.write_json_atomic` to a path matching `path`
+                    fsynced, the rename not done (`bench.record.store.write_json_atomic`, the leaderboard's writes)
+    "write"         `bench.record.store.write_json_atomic` to a path matching `path`
     "hang"          asked by the hanging test plugin before each of its training steps
-    "storage_init"  a run about to ready the Optuna storage (`bench.pipeline._storage_ready`; the first run on
+    "storage_init"  a run about to ready the Optuna storage (`bench.run.pipeline._storage_ready`; the first run on
                     a folder creates its tables)
 `variant`, `kind` ("tune" or "final") and `nth` (the n-th fit of that variant and kind in this process)
 narrow it to one fit. `action`:
@@ -250,24 +250,24 @@ def install() -> None:
         return
     STATE.spec = json.loads(os.environ.get(SPEC_ENV) or "{}")
     try:
-        import bench.loop
-        import bench.store
-        import bench.train
-        import bench.tuning
+        import bench.fit.loop
+        import bench.fit.train
+        import bench.fit.tuning
+        import bench.record.store
     except ImportError:  # a Python without bench (a tool the run starts): no fit to watch
         return
 
-    # before bench.cells and bench.baselines import these names: they then hold the wrappers
-    bench.train.fit = wrap_fit(bench.train.fit)
-    bench.train.time_limit = wrap_time_limit(bench.train.time_limit)
-    bench.tuning.open_study = wrap_open_study(bench.tuning.open_study)
-    bench.loop.FitLoop._train_step = wrap_train_step(bench.loop.FitLoop._train_step)  # type: ignore[method-assign]
-    bench.store.write_json_atomic = wrap_write_json_atomic(bench.store.write_json_atomic)
+    # before bench.run.cells and bench.measure.baselines import these names: they then hold the wrappers
+    bench.fit.train.fit = wrap_fit(bench.fit.train.fit)
+    bench.fit.train.time_limit = wrap_time_limit(bench.fit.train.time_limit)
+    bench.fit.tuning.open_study = wrap_open_study(bench.fit.tuning.open_study)
+    bench.fit.loop.FitLoop._train_step = wrap_train_step(bench.fit.loop.FitLoop._train_step)  # type: ignore[method-assign]
+    bench.record.store.write_json_atomic = wrap_write_json_atomic(bench.record.store.write_json_atomic)
     os.replace = wrap_replace(os.replace)
     if STATE.spec.get("where") == "storage_init":
-        import bench.pipeline
+        import bench.run.pipeline
 
-        bench.pipeline._storage_ready = wrap_storage_ready(bench.pipeline._storage_ready)
+        bench.run.pipeline._storage_ready = wrap_storage_ready(bench.run.pipeline._storage_ready)
     if "leaderboard" in STATE.spec.get("serialize", ()):
         import importlib
 
