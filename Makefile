@@ -4,26 +4,37 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
 CONSTRAINTS := requirements/constraints.txt
-# Debian packages: real Fashion-MNIST for the offline default, Chromium for the leaderboard's browser test
-APT_PACKAGES := dataset-fashion-mnist chromium chromium-driver
+# what running needs, and what only the tests add (linters, the Ray and PostgreSQL extras, a browser)
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+# Debian packages: real Fashion-MNIST for the offline data; Chromium for the leaderboard's browser test
+RUN_APT := dataset-fashion-mnist
+TEST_APT := chromium chromium-driver
 
-.PHONY: setup system-deps data run test lint typecheck pytest perf bench-speed leaderboard clean
+.PHONY: setup setup-test system-deps data run test lint typecheck pytest perf bench-speed leaderboard clean
 
 # --no-compile: byte-compiling all ~24k installed modules takes over a minute on one core; each process
 # of a run compiles the few hundred modules it imports instead (the tests compile them all: see pytest)
-$(STAMP): pyproject.toml $(CONSTRAINTS)
+$(RUN_STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet --no-compile -c $(CONSTRAINTS) -e .
+	touch $@
+
+$(TEST_STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet --no-compile -c $(CONSTRAINTS) -e ".[dev,postgres,ray]"
 	touch $@
 
-setup: $(STAMP) system-deps
+setup: $(RUN_STAMP)
+	@$(MAKE) --no-print-directory system-deps PACKAGES="$(RUN_APT)"
+
+setup-test: $(TEST_STAMP)
+	@$(MAKE) --no-print-directory system-deps PACKAGES="$(RUN_APT) $(TEST_APT)"
 
 # Installs the Debian packages when missing and we may (root with apt-get); otherwise says how.
 system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing Debian packages:$$missing"; \
@@ -43,23 +54,24 @@ run: data
 leaderboard: setup
 	$(BIN)/bench leaderboard
 
-lint: setup
+lint: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: setup
+typecheck: setup-test
 	$(BIN)/mypy
 
 # The tests start hundreds of Python processes. Where PYTHONDONTWRITEBYTECODE is set (as on our
 # machines), none of them caches what it compiles, so the installed modules are byte-compiled once
 # here, on every core (a run of `bench` starts only a few processes and skips this).
 COMPILED := $(VENV)/.compiled-stamp
-$(COMPILED): $(STAMP)
+$(COMPILED): $(TEST_STAMP)
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null || echo "note: some installed modules did not byte-compile"
 	touch $@
 
-pytest: setup $(COMPILED)
-	$(BIN)/python -m pytest
+# --durations: the 20 slowest tests, printed at the end of every run
+pytest: setup-test $(COMPILED)
+	$(BIN)/python -m pytest --durations=20
 
 test: lint typecheck pytest
 

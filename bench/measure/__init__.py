@@ -1,6 +1,7 @@
 """The measure room: what a design costs, and what the harness itself costs.
 
     costs        parameters, KV-cache bytes derived and measured by decoding
+    decoder      the reference decoder's contract (a plugin implements it: the tasks package's GPT)
     analytic     the study's cache arithmetic at its own scale
     conformance  the cache contract every variant is checked against
     baselines    each task's trivial baselines (the bar a task must clear to count as learnt)

@@ -11,7 +11,6 @@ leaderboard puts it beside the paper's figures.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,13 @@ DECODE_TOLERANCE = 1e-4  # max |logit difference| between decoding and the full 
 def measure(variant_ids: list[str] | None = None) -> dict[str, Any]:
     """Every built-in decoding variant (not ablations) measured at the study's 300M shape, QKV first."""
     from bench.measure.costs import measure_decoding, parameter_count
+    from bench.measure.decoder import reference_decoder
     from bench.registry import BUILTIN_DISTRIBUTION, variants
-    from bench_tasks.backbones.gpt import GPTConfig
 
     registry = variants()
-    study = GPTConfig.study_300m()
-    one_block = dataclasses.replace(study, n_layers=1, vocab_size=256, context=64)
+    decoder = reference_decoder()
+    study = decoder.study_300m()
+    one_block = decoder.config(vocab_size=256, context=64, n_layers=1, d_model=study.d_model, n_heads=study.n_heads)
     ids = variant_ids or [n for n in registry.names() if registry.origin(n) == BUILTIN_DISTRIBUTION]
     rows: dict[str, Any] = {}
     for vid in sorted(ids, key=lambda v: (v != "qkv", v)):

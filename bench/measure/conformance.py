@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from bench.measure.costs import DecodeCheck
-    from bench_tasks.backbones.gpt import GPTConfig
+    from bench.measure.decoder import DecoderConfig
     from bench_variants.base import AttentionConfig, VariantSpec
 
 PASS, FAIL, SKIP, INFO = "pass", "fail", "skipped", "info"
@@ -83,10 +83,12 @@ def small_config(spec: VariantSpec) -> AttentionConfig:
     raise ValueError(f"accepts none of the small configs ({'; '.join(reasons)})")
 
 
-def _gpt(config: AttentionConfig, layers: int = 2) -> GPTConfig:
-    from bench_tasks.backbones.gpt import GPTConfig
+def _gpt(config: AttentionConfig, layers: int = 2) -> DecoderConfig:
+    from bench.measure.decoder import reference_decoder
 
-    return GPTConfig(vocab_size=37, context=24, n_layers=layers, d_model=config.d_model, n_heads=config.n_heads)
+    return reference_decoder().config(
+        vocab_size=37, context=24, n_layers=layers, d_model=config.d_model, n_heads=config.n_heads
+    )
 
 
 def _x(config: AttentionConfig, seq: int, batch: int = 2) -> Tensor:
@@ -182,14 +184,15 @@ def check_cache_bytes(spec: VariantSpec, config: AttentionConfig) -> str:
 def check_no_nan(spec: VariantSpec, config: AttentionConfig) -> str:
     import torch
 
-    from bench_tasks.backbones.gpt import GPT, lm_loss
+    from bench.measure.decoder import reference_decoder
 
     torch.manual_seed(0)
-    model = GPT(_gpt(config), spec).train()
+    decoder = reference_decoder()
+    model = decoder.build(_gpt(config), spec).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     idx_BT = torch.randint(37, (8, 17))
     for step in range(FIT_STEPS):
-        loss = lm_loss(model(idx_BT[:, :-1]), idx_BT[:, 1:])
+        loss = decoder.lm_loss(model(idx_BT[:, :-1]), idx_BT[:, 1:])
         if not torch.isfinite(loss):
             raise ValueError(f"loss is {loss.item()} at step {step} of {FIT_STEPS}")
         optimizer.zero_grad(set_to_none=True)

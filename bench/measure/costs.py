@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from bench_tasks.backbones.gpt import GPTConfig
+    from bench.measure.decoder import DecoderConfig
     from bench_variants.base import AttentionConfig, VariantSpec
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "float32": "float32", "float16": "float16"}
@@ -32,14 +32,14 @@ def reduction_vs(spec: VariantSpec, baseline: VariantSpec, config: AttentionConf
     return 1.0 - own / base
 
 
-def parameter_count(spec: VariantSpec, config: GPTConfig) -> int:
-    """Exact parameter count of the GPT built around `spec`, on the meta device (no memory)."""
+def parameter_count(spec: VariantSpec, config: DecoderConfig) -> int:
+    """Exact parameter count of the reference decoder built around `spec`, on the meta device (no memory)."""
     import torch
 
-    from bench_tasks.backbones.gpt import GPT
+    from bench.measure.decoder import reference_decoder
 
     with torch.device("meta"):
-        model = GPT(config, spec)
+        model = reference_decoder().build(config, spec)
     return sum(p.numel() for p in model.parameters())
 
 
@@ -63,14 +63,15 @@ class DecodeCheck:
         return self.bytes_held == self.bytes_derived
 
 
-def measure_decoding(spec: VariantSpec, config: GPTConfig, n_tokens: int, seed: int = 0) -> DecodeCheck:
+def measure_decoding(spec: VariantSpec, config: DecoderConfig, n_tokens: int, seed: int = 0) -> DecodeCheck:
     """Decode `n_tokens` one at a time through a real cache and compare with the full causal pass (fp32)."""
     import torch
 
-    from bench_tasks.backbones.gpt import GPT, held_bytes
+    from bench.measure.decoder import reference_decoder
 
+    decoder = reference_decoder()
     torch.manual_seed(seed)
-    model = GPT(config, spec).eval()
+    model = decoder.build(config, spec).eval()
     idx_1T = torch.randint(config.vocab_size, (1, n_tokens))
     with torch.no_grad():
         full_1TV = model(idx_1T)
@@ -79,7 +80,7 @@ def measure_decoding(spec: VariantSpec, config: GPTConfig, n_tokens: int, seed: 
         steps = [model(idx_1T[:, t : t + 1], caches=caches) for t in range(n_tokens)]
         seconds = time.perf_counter() - start
     step_1TV = torch.cat(steps, dim=1)
-    held = held_bytes(caches)
-    derived = spec.kv_cache_bytes(config.block.attention, config.n_layers, n_tokens, torch.float32)
+    held = decoder.held_bytes(caches)
+    derived = spec.kv_cache_bytes(config.attention, config.n_layers, n_tokens, torch.float32)
     diff = (full_1TV - step_1TV).abs().max().item()
     return DecodeCheck(spec.id, held, derived, diff, n_tokens, seconds)

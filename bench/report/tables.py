@@ -14,7 +14,7 @@ from bench.measure.costs import measure_decoding, parse_dtype, reduction_vs
 from bench.registry import BUILTIN_DISTRIBUTION, Registry, variants
 
 if TYPE_CHECKING:
-    from bench_tasks.backbones.gpt import GPTConfig
+    from bench.measure.decoder import DecoderConfig
     from bench_variants.base import AttentionConfig, VariantSpec
 
 
@@ -120,9 +120,9 @@ def _resolve_each(registry: Registry, names: list[str] | None) -> list[tuple[str
     return out
 
 
-def _decode_row(spec: VariantSpec, config: GPTConfig, tokens: int) -> tuple[list[str], bool]:
+def _decode_row(spec: VariantSpec, config: DecoderConfig, tokens: int) -> tuple[list[str], bool]:
     """The table row of one variant and whether it passed (n/a counts as passed)."""
-    reason = spec.check(config.block.attention)
+    reason = spec.check(config.attention)
     if reason or not spec.supports.decoding:
         why = reason or "no incremental decoding (declared)"
         return [escape(spec.id), escape(spec.display_name), "n/a", "n/a", "-", escape(why)], True
@@ -138,11 +138,13 @@ def cache_table(names: list[str] | None, heads: int, head_dim: int, layers: int,
     A variant that fails to load or raises is a row of its own, named with its error; the others are
     measured all the same, and the exit status is 1.
     """
-    from bench_tasks.backbones.gpt import GPTConfig
+    from bench.measure.decoder import reference_decoder
 
     if tokens <= 0 or layers <= 0:
         raise ValueError(f"--tokens and --layers must be positive, got {tokens} and {layers}")
-    config = GPTConfig(vocab_size=256, context=tokens, n_layers=layers, d_model=heads * head_dim, n_heads=heads)
+    config = reference_decoder().config(
+        vocab_size=256, context=tokens, n_layers=layers, d_model=heads * head_dim, n_heads=heads
+    )
     registry = variants()
     table = Table(title=f"Measured KV cache, fp32, {tokens} tokens, H={heads}, d_head={head_dim}, {layers} layers")
     for col in ("id", "name", "bytes held", "bytes derived", "match", "max |logit diff| vs full pass"):

@@ -273,7 +273,7 @@ def cost_figures(cell: Cell, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     """Parameters, KV-cache bytes (derived, and measured by decoding where possible), speed, memory."""
     import torch
 
-    from bench_tasks.backbones.gpt import GPTConfig
+    from bench.measure.decoder import reference_decoder
 
     cfg, variant = cell.config, cell.variant
     context = cell.task.context_length(cfg)
@@ -298,7 +298,7 @@ def cost_figures(cell: Cell, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
         "train_seconds_per_fit": sum(s["train_seconds"] for s in per_seed) / len(per_seed),
     }
     if variant.supports.decoding and context * cfg.d_model * cfg.n_layers <= MEASURE_LIMIT:
-        gpt = GPTConfig(
+        gpt = reference_decoder().config(
             vocab_size=256, context=context, n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads
         )
         check = measure_decoding(variant, gpt, context)

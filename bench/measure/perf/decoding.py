@@ -1,6 +1,6 @@
 """Decoding speed: tokens per second through the real KV cache at long contexts, next to its bytes.
 
-A small GPT (`bench_tasks.backbones.gpt`) around every variant that decodes. Per variant the longest
+A small reference decoder (`bench.measure.decoder`) around every variant that decodes. Per variant the longest
 context is prefilled once (one causal pass, one sequence, into the variant's own caches) and
 copied to every sequence of the batch; then, at each context length, `new_tokens` tokens are decoded
 one at a time (greedy) after it. The batch makes the cache, not the weights, the bulk of what a
@@ -18,7 +18,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from bench.fit.memory import PeakMemory
 from bench.measure.perf.common import PerfContext, Spread, calibrated, interleave, paired_ratios
@@ -26,7 +26,7 @@ from bench.measure.perf.common import PerfContext, Spread, calibrated, interleav
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from bench_tasks.backbones.gpt import GPT, GPTConfig
+    from bench.measure.decoder import DecoderConfig
     from bench_variants.base import LayerCache, VariantSpec
 
 COMPARED = ("tied-kv", "gqa4", "gqa8", "mqa", "mla", "cla", "mqa-cla", "swa", "tied-kv-int8")  # verdicts printed
@@ -73,26 +73,26 @@ class Decoder:
     """A variant's model with its batch of prefilled caches."""
 
     spec: VariantSpec
-    model: GPT
+    model: Any
     caches: list[LayerCache]
     prefill_s: float
     memory: dict[str, Any]
 
     @property
     def cache_bytes(self) -> int:
-        from bench_tasks.backbones.gpt import held_bytes
+        from bench.measure.decoder import reference_decoder
 
-        return held_bytes(self.caches)
+        return reference_decoder().held_bytes(self.caches)
 
 
-def prefilled(spec: VariantSpec, config: GPTConfig, options: DecodingSettings) -> Decoder:
+def prefilled(spec: VariantSpec, config: DecoderConfig, options: DecodingSettings) -> Decoder:
     """Build the GPT around `spec`, prefill the longest context once, copy it to the whole batch."""
     import torch
 
-    from bench_tasks.backbones.gpt import GPT
+    from bench.measure.decoder import reference_decoder
 
     torch.manual_seed(0)
-    model = GPT(config, spec).eval()
+    model = reference_decoder().build(config, spec).eval()
     longest = max(options.contexts)
     capacity = longest + options.new_tokens
     with PeakMemory() as memory, torch.inference_mode():
@@ -126,16 +126,17 @@ def decode_timer(decoder: Decoder, context: int, options: DecodingSettings) -> C
 
 def measure(options: DecodingSettings, ctx: PerfContext) -> dict[str, Any]:
     """Tokens/s of every decoding variant at every context, interleaved; bytes held; speed-ups."""
+    from bench.measure.decoder import reference_decoder
     from bench.registry import variants
-    from bench_tasks.backbones.gpt import GPTConfig
 
-    config = GPTConfig(options.vocab, max(options.contexts) + options.new_tokens, options.n_layers,
-                       options.d_model, options.heads)  # fmt: skip
+    context = max(options.contexts) + options.new_tokens
+    config = reference_decoder().config(vocab_size=options.vocab, context=context, n_layers=options.n_layers,
+                                        d_model=options.d_model, n_heads=options.heads)  # fmt: skip
     registry = variants()
     specs = registry.resolve(list(options.variants)) if options.variants else list(registry)
     baseline = registry.get(options.baseline)
     specs = [baseline, *(s for s in specs if s is not baseline)]
-    attention = config.block.attention
+    attention = config.attention
     runnable = [s for s in specs if s.supports.decoding and s.check(attention) is None]
     decoders = {}
     for spec in runnable:
@@ -150,7 +151,7 @@ def measure(options: DecodingSettings, ctx: PerfContext) -> dict[str, Any]:
     weights = sum(p.numel() * p.element_size() for p in decoders[baseline.id].model.parameters())
     longest = str(max(options.contexts))
     return {
-        "model": dataclasses.asdict(config),
+        "model": dataclasses.asdict(cast(Any, config)),  # the reference decoder's config is a dataclass
         "weights_bytes": weights,
         "baseline": baseline.id,
         "variants": rows,

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench_variants.base import LayerCache, VariantSpec
+from bench_variants.base import AttentionConfig, LayerCache, VariantSpec
 
 from .blocks import Block, BlockConfig
 
@@ -31,6 +31,10 @@ class GPTConfig:
     @property
     def block(self) -> BlockConfig:
         return BlockConfig(self.d_model, self.n_heads, bias=self.bias, dropout=self.dropout)
+
+    @property
+    def attention(self) -> AttentionConfig:
+        return self.block.attention
 
     @classmethod
     def study_300m(cls) -> GPTConfig:
@@ -113,3 +117,25 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Embedding):
         nn.init.normal_(module.weight, std=0.02)
+
+
+class _Reference:
+    """The reference decoder of `bench.measure.decoder` (entry point `bench.decoder`): this GPT."""
+
+    def config(self, *, vocab_size: int, context: int, n_layers: int, d_model: int, n_heads: int) -> GPTConfig:
+        return GPTConfig(vocab_size=vocab_size, context=context, n_layers=n_layers, d_model=d_model, n_heads=n_heads)
+
+    def study_300m(self) -> GPTConfig:
+        return GPTConfig.study_300m()
+
+    def build(self, config: GPTConfig, variant: VariantSpec) -> GPT:
+        return GPT(config, variant)
+
+    def held_bytes(self, caches: list[LayerCache]) -> int:
+        return held_bytes(caches)
+
+    def lm_loss(self, logits_BTV: Tensor, targets_BT: Tensor) -> Tensor:
+        return lm_loss(logits_BTV, targets_BT)
+
+
+REFERENCE_DECODER = _Reference()
