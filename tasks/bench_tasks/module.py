@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -119,3 +120,13 @@ def accuracy_sums(logits: Tensor, targets: Tensor, ignore_index: int = -100) -> 
 def loss_sums(loss: Tensor, count: int) -> Sums:
     """A mean loss turned back into a sum, so epoch means are exact."""
     return {"loss": (loss.detach() * count, count)}
+
+
+class Classifier(TaskModule):
+    """A module whose net maps a batch's inputs to class logits: cross-entropy, accuracy, loss."""
+
+    def evaluate(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Sums]:
+        x, y_B = batch
+        logits_BC = self.net(x)
+        loss = F.cross_entropy(logits_BC, y_B)
+        return loss, {**accuracy_sums(logits_BC, y_B), **loss_sums(loss, len(y_B))}

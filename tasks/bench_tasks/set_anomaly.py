@@ -22,7 +22,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -33,7 +32,7 @@ from .backbones import Encoder, EncoderConfig
 from .base import Baseline, DataError, DataSource, OptimConfig, Scale, Task, TaskConfig
 from .datamodule import SplitDataModule, split_seed
 from .mnist import FASHION_MNIST, MNIST, IdxImageTask
-from .module import Sums, TaskModule, accuracy_sums, loss_sums
+from .module import Classifier, TaskModule
 from .vision import ImageSplits, VisionConfig
 
 
@@ -191,14 +190,6 @@ class SetScorer(nn.Module):
         return self.head(self.encoder(e_BTD)).squeeze(-1)  # (B, T)
 
 
-class SetAnomalyModule(TaskModule):
-    def evaluate(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Sums]:
-        x_BTCHW, odd_B = batch
-        logits_BT = self.net(x_BTCHW)
-        loss = F.cross_entropy(logits_BT, odd_B)
-        return loss, {**accuracy_sums(logits_BT, odd_B), **loss_sums(loss, len(odd_B))}
-
-
 class SetAnomalyTask(Task):
     """Odd one out in sets of images, through an encoder without positions."""
 
@@ -257,7 +248,7 @@ class SetAnomalyTask(Task):
         return SetAnomalyDataModule(source, data_dir, cfg, seed)
 
     def build_model(self, variant: VariantSpec, config: TaskConfig, optim: OptimConfig) -> TaskModule:
-        return SetAnomalyModule(SetScorer(variant, self._config(config)), optim)
+        return Classifier(SetScorer(variant, self._config(config)), optim)  # logits over the set's members
 
     def context_length(self, config: TaskConfig) -> int:
         return self._config(config).set_size

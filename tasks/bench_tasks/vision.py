@@ -24,7 +24,7 @@ from . import baselines
 from .backbones.vit import vit
 from .base import Baseline, OptimConfig, Task, TaskConfig
 from .datamodule import SplitDataModule, split_tensors
-from .module import Sums, TaskModule, accuracy_sums, loss_sums
+from .module import Classifier, TaskModule
 
 
 @dataclass(frozen=True)
@@ -118,14 +118,6 @@ class ImageDataModule(SplitDataModule):
         return F.interpolate(x_NCHW, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
-class ImageClassifier(TaskModule):
-    def evaluate(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Sums]:
-        x_BCHW, y_B = batch
-        logits_BC = self.net(x_BCHW)
-        loss = F.cross_entropy(logits_BC, y_B)
-        return loss, {**accuracy_sums(logits_BC, y_B), **loss_sums(loss, len(y_B))}
-
-
 class ImageClassificationTask(Task):
     """A ViT classifier around the variant; subclasses supply the data."""
 
@@ -190,7 +182,7 @@ class ImageClassificationTask(Task):
             global_pool=cfg.global_pool,
             mlp_ratio=cfg.mlp_ratio,
         )
-        return ImageClassifier(net, optim)
+        return Classifier(net, optim)
 
     def context_length(self, config: TaskConfig) -> int:
         cfg = self._config(config)
