@@ -14,6 +14,7 @@ from rich.console import Console
 from bench.plan import matrix
 from bench.plan.suites import Suite
 from bench.record.store import ResultStore
+from bench.record.tracking import NoTracker
 from bench.registry import tasks as task_registry
 from bench.registry import variants as variant_registry
 from bench.run.cells import RunContext, run_cell
@@ -29,7 +30,7 @@ def _row(suite: Suite = SUITE) -> dict[str, matrix.Cell]:
 
 
 def _run(cell: matrix.Cell, results: Path, data_dir: Path) -> dict[str, Any]:
-    ctx = RunContext(ResultStore(results), f"sqlite:///{results / 'optuna.db'}", None, data_dir,
+    ctx = RunContext(ResultStore(results), f"sqlite:///{results / 'optuna.db'}", NoTracker(), data_dir,
                      RunProgress(Console(file=io.StringIO()), 0))  # fmt: skip
     return run_cell(cell, ctx)
 

@@ -278,3 +278,18 @@ class Tracker:
 
     def log_artifact(self, run_id: str, path: Path) -> None:
         self._guard("log_artifact", self.client.log_artifact, run_id, str(path))
+
+
+class NoTracker(Tracker):
+    """Tracking off (`--tracking-uri none`, or MLflow unavailable): every call does nothing and creates no
+    run, so a cell's code calls its tracker without asking first whether there is one."""
+
+    def __init__(self) -> None:
+        self.uri, self.experiment_id = "none", ""
+        self.problems: list[str] = []
+
+    def _guard(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        return None
+
+    def logger(self, run_id: str) -> Any:
+        return False

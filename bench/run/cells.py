@@ -59,7 +59,7 @@ def cache_shape(variant: VariantSpec, attn: AttentionConfig) -> dict[str, Any]:
 class RunContext:
     store: ResultStore
     storage: str
-    tracker: Tracker | None
+    tracker: Tracker  # `NoTracker` where tracking is off
     data_dir: Path
     progress: RunProgress
 
@@ -105,7 +105,7 @@ def _speed(task: Task, config: TaskConfig) -> dict[str, Any]:
 
 
 def _fit(cell: Cell, ctx: RunContext, params: dict[str, float], seed: int, run_id: str | None, **kw: Any) -> FitResult:
-    logger = ctx.tracker.logger(run_id) if ctx.tracker and run_id else False
+    logger = ctx.tracker.logger(run_id) if run_id else False
     hooks = [ctx.progress.callback(), *kw.pop("hooks", [])]
     return fit(cell.task, cell.variant, cell.config, optim_config(params), seed=seed, data_dir=ctx.data_dir,
                logger=logger, hooks=hooks, init_reference=_reference(cell), **kw)  # fmt: skip
@@ -117,7 +117,7 @@ def _reference(cell: Cell) -> VariantSpec:
 
 
 def _child(ctx: RunContext, parent: str | None, cell: Cell, name: str, params: dict[str, Any]) -> str | None:
-    if not (ctx.tracker and parent):
+    if not parent:
         return None
     return ctx.tracker.child_run(parent, name, _tags(cell), params)
 
@@ -149,7 +149,7 @@ def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, fl
             trial.set_user_attr("steps", exc.step)
             raise optuna.TrialPruned(str(exc)) from exc
         finally:
-            if ctx.tracker and run_id:
+            if run_id:
                 ctx.tracker.finish(run_id, status if status == "FINISHED" else "KILLED")
         if metric not in result.val:
             raise RuntimeError(f"task {task.id!r} logged no val/{metric}; it logged {sorted(result.val)}")
@@ -242,7 +242,7 @@ def _final_fits(cell: Cell, ctx: RunContext, parent: str | None, best: dict[str,
         run_id = _child(ctx, parent, cell, f"seed-{seed}", {**best, "seed": seed})
         record = _final_fit(cell, ctx, best, seed, run_id, base_fits.get(seed))
         ctx.store.write_seed(cell.id, record)  # saved before MLflow hears of it: MLflow cannot lose it
-        if ctx.tracker and run_id:
+        if run_id:
             ctx.tracker.log_metrics(run_id, {f"test/{k}": v for k, v in record["test"].items()})
             ctx.tracker.finish(run_id)
         records.append(record)
@@ -358,8 +358,8 @@ def run_claimed(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         if not _same_na(ctx.store, record):  # a run that changes nothing writes nothing (no new date, no new sha)
             ctx.store.write_cell(record)
         return record
-    noted = len(ctx.tracker.problems) if ctx.tracker else 0
-    parent = ctx.tracker.cell_run(cell.id, cell.label, _tags(cell)) if ctx.tracker else None
+    noted = len(ctx.tracker.problems)
+    parent = ctx.tracker.cell_run(cell.id, cell.label, _tags(cell))
     started = time.perf_counter()
     try:
         best, tuning = _settings(cell, ctx, parent)
@@ -384,20 +384,20 @@ def run_claimed(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         record.update(status="diverged", reason=f"a final fit diverged: {exc}")
     except Exception as exc:  # one broken cell must not lose the others
         record.update(status="failed", reason=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8))
-    if parent and ctx.tracker:
+    if parent:
         record["mlflow"] = {
             "tracking_uri": public_uri(ctx.tracker.uri, ctx.store.root),
             "experiment_id": ctx.tracker.experiment_id,
             "run_id": parent,
         }
-    if ctx.tracker and ctx.tracker.problems[noted:]:  # what MLflow missed of this cell; the result stands
+    if ctx.tracker.problems[noted:]:  # what MLflow missed of this cell; the result stands
         record["mlflow_problems"] = ctx.tracker.problems[noted:]
     path = ctx.store.write_cell(record)
     if path.parent.name == "attempts":  # the cell already held a good result: it stays in force
         record["kept_ok_result"] = True
         ctx.progress.log(f"[yellow]{cell.label}: this attempt ended {record['status']}; the earlier ok result "
                          f"is kept, the attempt is in {path.relative_to(ctx.store.root)}[/]")  # fmt: skip
-    if parent and ctx.tracker:
+    if parent:
         ctx.tracker.log_artifact(parent, path)
         if record["status"] == "ok":
             ctx.tracker.log_metrics(parent, {f"test/{record['summary']['metric']}": record["summary"]["mean"]})

@@ -70,7 +70,9 @@ def run(suite: Suite, options: RunOptions) -> int:
         _record_data_failure(store, cell, failed_data[cell.task.id])
     todo = [c for c in todo if c.task.id not in failed_data]
     _baselines(todo, store, options.data_dir, console)
-    recorder = RunContext(store, storage_url(options), None, options.data_dir, RunProgress(console, 0))
+    from bench.record.tracking import NoTracker
+
+    recorder = RunContext(store, storage_url(options), NoTracker(), options.data_dir, RunProgress(console, 0))
     for cell in [c for c in todo if c.na_reason]:  # recorded here: nothing to compute
         run_cell(cell, recorder)
     todo = [c for c in todo if not c.na_reason]

@@ -39,9 +39,9 @@ def run_context(
 
     A `worker` (a process that runs cell after cell for a driver) keeps its tracker for the next cell.
     """
-    from bench.record.tracking import Tracker, default_tracking_uri
+    from bench.record.tracking import NoTracker, Tracker, default_tracking_uri
 
-    tracker = None
+    tracker: Tracker | None = None
     if options.tracking_uri != "none":
         uri = options.tracking_uri or default_tracking_uri(options.results)
         local = not uri.startswith(("http://", "https://"))  # a server keeps its runs' artifacts itself
@@ -59,7 +59,9 @@ def run_context(
                           "running without tracking[/]")  # fmt: skip
         if worker and tracker:
             _WORKER_TRACKERS[key] = tracker
-    return RunContext(store, storage_url(options), tracker, options.data_dir, RunProgress(console, n_cells))
+    return RunContext(
+        store, storage_url(options), tracker or NoTracker(), options.data_dir, RunProgress(console, n_cells)
+    )
 
 
 def rebuild_cell(suite: Suite, task_id: str, variant_id: str) -> matrix.Cell:
