@@ -140,8 +140,10 @@ def build(
     seed: int,
     data_dir: Path,
     init_reference: VariantSpec | None = None,
+    threads: int | None = None,
 ) -> tuple[TaskModule, L.LightningDataModule, DataSource]:
-    """The seeded model and data of one fit, and the data source it reads.
+    """The seeded model and data of one fit, and the data source it reads; torch runs on `threads`
+    threads where given, else on `$BENCH_THREADS` where set, else as the process already does.
 
     Every process of a data-parallel fit (`bench.fit.ddp`) calls this with the same arguments, so all
     start from the same values and draw the same batches in the same order.
@@ -152,7 +154,7 @@ def build(
     from bench_tasks.base import DataSource
 
     L.seed_everything(seed, workers=True, verbose=False)
-    threads = env_threads()
+    threads = threads or env_threads()
     if threads:
         torch.set_num_threads(threads)
     source = task.prepare(data_dir)
@@ -193,6 +195,7 @@ def fit(
     fast_dev_run: bool = False,
     init_reference: VariantSpec | None = None,
     keep_states: dict[int, dict[str, Any]] | None = None,
+    threads: int | None = None,
 ) -> FitResult:
     """Train `task` around `variant` with `seed`; validate, and test unless `test` is False (tuning).
 
@@ -201,11 +204,12 @@ def fit(
     `fast_dev_run` takes one batch of each stage and logs nothing: a check of the whole path.
     With `config.devices` above 1 the fit runs data-parallel (`bench.fit.ddp`), this process as rank 0.
     `keep_states` is filled with the model's state at each point of the curve (`bench.fit.reuse`).
+    `threads`: torch threads for this fit (see `build`).
     """
     import torch
 
     skip_absent_gpu_probe()
-    module, datamodule, source = build(task, variant, config, optim, seed, data_dir, init_reference)
+    module, datamodule, source = build(task, variant, config, optim, seed, data_dir, init_reference, threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     logger = None if fast_dev_run else logger or None
     loops: AbstractContextManager[FitLoop]

@@ -132,6 +132,8 @@ def lockstep_fit(
 ) -> Round:
     """One fit as a cell runs it (a nested MLflow run, `bench.fit.train.fit` logging into it, the run closed),
     with the bare loop's steps taken alongside."""
+    import torch
+
     from bench.fit.train import fit
     from bench_tasks.base import OptimConfig
 
@@ -144,7 +146,7 @@ def lockstep_fit(
     logger = run.tracker.logger(run_id)
     result = fit(
         task, variant, config, OptimConfig(), seed=seed, data_dir=data_dir, test=False, logger=logger,
-        hooks=[alongside],
+        hooks=[alongside], threads=torch.get_num_threads(),  # the count `bench perf` set for every contender
     )  # fmt: skip
     run.tracker.finish(run_id)
     total = time.perf_counter() - start

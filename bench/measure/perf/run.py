@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +29,7 @@ class PerfOptions:
         repeats: Rounds of every kind; None: each kind's own default.
         out: Folder of the result files.
         data_dir: Where the tasks' prepared data lives.
-        threads: torch threads for every measurement (and `BENCH_THREADS` for the harness's fits);
+        threads: torch threads for every measurement, the harness's fits included;
             None: `$BENCH_THREADS` if set, else 1 for quick runs (their tiny operators gain nothing
             from a second thread, and lose most to other jobs), else torch's default.
         results, before: The results folder `budget` reads, and an earlier run's to compare with.
@@ -61,29 +60,21 @@ def parse_kinds(value: str | None) -> tuple[str, ...]:
 
 @contextmanager
 def _threads(threads: int | None, quick: bool) -> Iterator[int]:
-    """One torch thread count for every contender, restored afterwards.
-
-    `bench.fit.train.fit` applies `$BENCH_THREADS` itself, so the variable is set too: otherwise a
-    harness fit and its bare loop could run on different thread counts.
-    """
+    """One torch thread count for every contender, restored afterwards (the harness's fits are given it:
+    `bench.fit.train.fit` would otherwise apply `$BENCH_THREADS`)."""
     import torch
 
     if threads is not None and threads < 1:
         raise ValueError(f"--threads {threads}: give a positive number of threads")
     from bench.fit.train import env_threads
 
-    before, env = torch.get_num_threads(), os.environ.get("BENCH_THREADS")
+    before = torch.get_num_threads()
     chosen = threads or env_threads() or (1 if quick else before)
     torch.set_num_threads(chosen)
-    os.environ["BENCH_THREADS"] = str(chosen)
     try:
         yield chosen
     finally:
         torch.set_num_threads(before)
-        if env is None:
-            os.environ.pop("BENCH_THREADS", None)
-        else:
-            os.environ["BENCH_THREADS"] = env
 
 
 def run_perf(options: PerfOptions) -> int:
