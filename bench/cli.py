@@ -48,10 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
     board.add_argument("--out", type=Path, default=None, help="output folder (default RESULTS/leaderboard)")
     board.set_defaults(handler=_cmd_leaderboard)
-    readme = commands.add_parser("readme", help="write the README's figures from the built leaderboard's data")
+    readme = commands.add_parser("readme", help="write the figures of the README and docs/ from the results")
     readme.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
-    readme.add_argument("--readme", type=Path, default=Path("README.md"), help="the README (default ./README.md)")
-    readme.add_argument("--check", action="store_true", help="change nothing; exit 1 when the figures differ")
+    readme.add_argument("--root", type=Path, default=Path("."), help="folder of README.md and docs/ (default .)")
+    readme.add_argument("--check", action="store_true", help="change nothing; exit 1 when any page's figures differ")
     readme.set_defaults(handler=_cmd_readme)
     ui = commands.add_parser("ui", help="open the MLflow UI on a results folder's tracking store")
     ui.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
@@ -274,16 +274,12 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_readme(args: argparse.Namespace) -> int:
-    import json
+    from bench_leaderboard.readme import Figures, sync_all
 
-    from bench_leaderboard.readme import sync
-
-    data = args.results / "leaderboard" / "leaderboard.json"
-    if not data.is_file():
-        raise ValueError(f"no {data}; build it first with `bench leaderboard --results {args.results}`")
-    same = sync(args.readme, json.loads(data.read_text()), check=args.check)
-    print(f"{args.readme}: figures {'match the results' if same else 'differ' if args.check else 'rewritten'}")
-    return 1 if args.check and not same else 0
+    found = sync_all(args.root, Figures.load(args.results), check=args.check)
+    for path, same in found.items():
+        print(f"{path}: figures {'match the results' if same else 'differ' if args.check else 'rewritten'}")
+    return 1 if args.check and not all(found.values()) else 0
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
