@@ -12,6 +12,7 @@ from bench.record.store import ResultStore
 from bench.run import adaptive
 from bench.run.cells import base_record
 from bench.run.pipeline import RunOptions, plan, run, with_seed_plan
+from bench_record import compare
 
 VARIANTS = ("qkv", "tied-kv", "tied-qkv")
 
@@ -25,8 +26,13 @@ def _options(tmp_path: Path) -> RunOptions:
 
 
 def _write(store: ResultStore, cell: Any, values: list[float]) -> None:
-    store.write_cell({**base_record(cell), "status": "ok", "summary": {"metric": "accuracy"},
-                      "per_seed": [{"seed": i, "test": {"accuracy": v}} for i, v in enumerate(values)]})  # fmt: skip
+    """An ok record of `cell` whose seeds scored `values` on its task's metric (the parts the plan does not read
+    left empty)."""
+    metric = cell.task.metric
+    summary = {"metric": metric, "mean": 0.0, "ci95_low": 0.0, "ci95_high": 0.0, "n": len(values)}
+    store.write_cell({**base_record(cell), "status": "ok", "summary": summary, "costs": {}, "tuning": {},
+                      "seeds": list(range(len(values))),
+                      "per_seed": [{"seed": i, "test": {metric: v}} for i, v in enumerate(values)]})  # fmt: skip
 
 
 QKV = [0.80, 0.82, 0.79, 0.81, 0.80, 0.83]
@@ -65,15 +71,15 @@ def test_plan_gives_undecided_comparisons_the_next_look_and_qkv_the_most(
 
 def test_a_decision_reads_only_the_first_looks_seeds() -> None:
     """Seeds beyond the deciding look (a cell QKV ran for another comparison) never change a decision."""
-    design = adaptive.design_of((3, 6, 10))
+    design = compare.design_of((3, 6, 10))
     base = dict(enumerate(QKV + [0.8] * 4))
     far = {0: 0.30, 1: 0.31, 2: 0.29}
-    first = adaptive.comparison_look(far, base, range(10), design, 0.02, True)
-    later = adaptive.comparison_look({**far, 3: 0.95, 4: 0.99}, base, range(10), design, 0.02, True)
+    first = compare.comparison_look(far, base, range(10), design, 0.02, True)
+    later = compare.comparison_look({**far, 3: 0.95, 4: 0.99}, base, range(10), design, 0.02, True)
     assert first.decision == later.decision == "differs" and first.n_used == later.n_used == 3
-    ppl = adaptive.differences({0: 10.0}, {0: 8.0}, [0], higher=False)
+    ppl = compare.differences({0: 10.0}, {0: 8.0}, [0], higher=False)
     assert ppl == [pytest.approx(0.22314355)]  # perplexity differs by its log ratio
-    assert adaptive.margin_on_scale(0.05, False) == pytest.approx(0.04879016)
+    assert compare.margin_on_scale(0.05, False) == pytest.approx(0.04879016)
 
 
 def test_an_adaptive_run_gives_each_cell_its_seeds_and_a_second_run_does_nothing(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ import pytest
 
 from bench_leaderboard import budget
 from bench_leaderboard import tested as tested_mod
-from bench_leaderboard.build import board, render_html
-from tests.test_leaderboard import LOW5, Q5, group, record
+from bench_leaderboard.build import render_html
+from tests.test_leaderboard import LOW5, Q5, board, group, record, typed
 
 STEPS = (5, 10, 20, 40)
 
@@ -50,7 +50,7 @@ def test_a_verdict_is_stable_only_when_half_and_full_budget_decide_alike(
     half: float, end: float, label: str, direction: str | None
 ) -> None:
     qkv, low = cells("reverse", half, end)
-    found = budget.verdict(low, qkv)
+    found = budget.verdict(typed(low), typed(qkv))
     assert [p["step"] for p in found["points"]] == list(STEPS) and found["points"][-1]["fraction"] == 1.0
     assert (found["label"], found["direction"]) == (label, direction), found["text"]
     assert found["points"][2]["mean_diff"] == pytest.approx(-half, abs=1e-9)
@@ -58,7 +58,9 @@ def test_a_verdict_is_stable_only_when_half_and_full_budget_decide_alike(
 
 
 def test_records_without_curves_say_so() -> None:
-    assert budget.verdict(record("reverse", "tied-qkv", LOW5), record("reverse", "qkv", Q5))["label"] == budget.NO_CURVE
+    assert budget.verdict(typed(record("reverse", "tied-qkv", LOW5)), typed(record("reverse", "qkv", Q5)))["label"] == (
+        budget.NO_CURVE
+    )
 
 
 @pytest.mark.parametrize(("half", "status"), [(0.2, tested_mod.HELD), (0.0, tested_mod.INCONCLUSIVE)])

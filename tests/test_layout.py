@@ -1,5 +1,7 @@
 """The house's plan, checked over the imports: `bench/` is arranged in rooms by the steps of a run, each
-room imports only the rooms below it, and no two modules import each other.
+room imports only the rooms below it, and no two modules import each other. Beneath the house,
+`bench_record` (the cell record's schema and statistics) imports neither `bench` nor the leaderboard, and
+the leaderboard imports `bench_record`, never `bench`.
 
 Every import counts: at module level, inside functions, and under `TYPE_CHECKING` (a type is an arrow
 too). Run `pytest tests/test_layout.py -q` after moving code; a failure names the arrow to remove.
@@ -35,9 +37,9 @@ def _modules(top: Path, package: str) -> dict[str, Path]:
     return {_module(p, top): p for p in (top / package).rglob("*.py")}
 
 
-#: every module of the four packages, by name
+#: every module of the five packages, by name
 PACKAGES = {"bench": ROOT, "bench_tasks": ROOT / "tasks", "bench_variants": ROOT / "variants",
-            "bench_leaderboard": ROOT / "leaderboard"}  # fmt: skip
+            "bench_leaderboard": ROOT / "leaderboard", "bench_record": ROOT / "leaderboard"}  # fmt: skip
 ALL = {name: path for package, top in PACKAGES.items() for name, path in _modules(top, package).items()}
 
 
@@ -58,7 +60,7 @@ def _imports(path: Path, name: str, is_package: bool) -> Iterator[str]:
 
 
 def _graph(top: Path, package: str) -> dict[str, set[str]]:
-    """module -> the modules of the four packages it imports, for every module of `package`."""
+    """module -> the modules of the five packages it imports, for every module of `package`."""
     graph: dict[str, set[str]] = {}
     for name, path in _modules(top, package).items():
         graph[name] = {t for t in _imports(path, name, path.name == "__init__.py") if t in ALL and t != name}
@@ -66,7 +68,7 @@ def _graph(top: Path, package: str) -> dict[str, set[str]]:
 
 
 def _room(module: str) -> str:
-    if module in GROUND or module.startswith("bench.stats"):
+    if module in GROUND:
         return "ground"
     parts = module.split(".")
     return "cli" if parts[1] == "cli" else parts[1]
@@ -137,7 +139,7 @@ def test_the_core_imports_only_the_plugins_contracts(core: dict[str, set[str]]) 
 def test_the_checks_find_what_they_look_for() -> None:
     graph = {"a.x": {"a.y"}, "a.y": {"a.z"}, "a.z": {"a.x"}, "a": {"a.x"}, "a.x.k": {"a.x"}}
     assert _cycles(graph) == [["a.x", "a.y", "a.z", "a.x"]]
-    assert _room("bench.run.cells") == "run" and _room("bench.stats.testing") == "ground"
+    assert _room("bench.run.cells") == "run" and _room("bench.options") == "ground"
     assert _room("bench.cli") == "cli" and _room("bench.console") == "ground"
 
 
@@ -146,3 +148,29 @@ def test_the_graph_holds_the_imports_wherever_they_stand(core: dict[str, set[str
     assert "bench.measure.decoder" in core["bench.measure.costs"]  # inside TYPE_CHECKING and functions
     assert "bench_tasks.base" in core["bench.plan.matrix"]
     assert "bench.run.summary" in core["bench.run.pipeline"]  # `from bench.run import summary`
+
+
+def _reaching(package: str, forbidden: tuple[str, ...]) -> list[str]:
+    """`module imports target` for each import of a module of `package` into a `forbidden` package."""
+    graph = _graph(PACKAGES[package], package)
+    return [f"{module} imports {target}" for module, targets in sorted(graph.items()) for target in sorted(targets)
+            if target.split(".")[0] in forbidden]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [("bench_record", ("bench", "bench_leaderboard", "bench_tasks", "bench_variants")),
+     ("bench_leaderboard", ("bench", "bench_tasks", "bench_variants"))],
+)  # fmt: skip
+def test_the_record_schema_and_the_board_depend_on_no_bench(package: str, forbidden: tuple[str, ...]) -> None:
+    """The board reads results through `bench_record` alone, so it builds wherever the results folder is copied;
+    `bench_record` is the ground under both."""
+    reaching = _reaching(package, forbidden)
+    assert not reaching, "\n".join(reaching)
+
+
+def test_the_dependency_check_finds_an_import_of_bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "bench_record").mkdir()
+    (tmp_path / "bench_record" / "__init__.py").write_text("def f():\n    from bench.run import cells\n")
+    monkeypatch.setitem(PACKAGES, "bench_record", tmp_path)
+    assert "bench_record imports bench.run.cells" in _reaching("bench_record", ("bench",))

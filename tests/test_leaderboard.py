@@ -22,7 +22,8 @@ import pytest
 from bench_leaderboard import build, build_report, scoring
 from bench_leaderboard import claims as claims_mod
 from bench_leaderboard import tested as tested_mod
-from bench_leaderboard.build import board, render_html
+from bench_leaderboard.build import board as board_of
+from bench_leaderboard.build import render_html
 from bench_leaderboard.model import (
     DID_NOT_LEARN,
     GATE_UNKNOWN,
@@ -33,6 +34,8 @@ from bench_leaderboard.model import (
     read_baseline,
 )
 from bench_leaderboard.plots import pareto_front, scatter
+from bench_record import CellRecord
+from bench_record.schema import MlflowRun, TrivialBaseline
 
 CHROMIUM = Path("/usr/bin/chromium")
 XSS = "<img src=x onerror=alert(1)>"
@@ -78,7 +81,7 @@ BEST_PARAMS = {"lr": 0.003, "weight_decay": 0.0001, "warmup_frac": 0.05}
 
 
 def summarize(values: list[float]) -> dict[str, Any]:
-    """Mean and 95% t-interval, as bench.stats computes them (t quantiles tabulated here)."""
+    """Mean and 95% t-interval, as bench_record.stats computes them (t quantiles tabulated here)."""
     n, mean = len(values), sum(values) / len(values)
     if n == 1:
         return {"n": 1, "mean": mean, "std": 0.0, "ci95_low": mean, "ci95_high": mean}
@@ -270,11 +273,12 @@ def test_links_to_provenance_and_mlflow(built: dict[str, Any]) -> None:
     row = html_rows(built["html"], "reverse")["qkv"]
     assert 'href="#cell-reverse-qkv"' in row and 'id="cell-reverse-qkv"' in built["html"]
     assert 'href="http://127.0.0.1:5000/#/experiments/1/runs/runreverseqkv"' in row
-    server = {"mlflow": {"tracking_uri": "http://mlflow:8080/", "experiment_id": "7", "run_id": "r"}}
+    server = MlflowRun(tracking_uri="http://mlflow:8080/", experiment_id="7", run_id="r")
     assert mlflow_url(server) == "http://mlflow:8080/#/experiments/7/runs/r"
-    assert mlflow_url({"mlflow": {"tracking_uri": "javascript:alert(1)", "experiment_id": "1", "run_id": "x"}}) == (
+    assert mlflow_url(MlflowRun(tracking_uri="javascript:alert(1)", experiment_id="1", run_id="x")) == (
         "http://127.0.0.1:5000/#/experiments/1/runs/x"
     )
+    assert mlflow_url(None) is None and mlflow_url(MlflowRun(experiment_id="1")) is None
 
 
 def test_paper_side_by_side_flags_incomparable(built: dict[str, Any]) -> None:
@@ -295,10 +299,20 @@ def test_pareto_front() -> None:
     assert pareto_front([(128.0, 5.0), (64.0, 6.0), (64.0, 7.0)], higher_is_better=False) == [1, 0]
 
 
-def cells_of(*records: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+def typed(r: dict[str, Any]) -> CellRecord:
+    """A hand-written record read through the schema, as the board's loader reads a file."""
+    return CellRecord.from_dict(r)
+
+
+def board(records: list[dict[str, Any]], problems: list[str], stale: dict[str, str]) -> dict[str, Any]:
+    """The board of hand-written records."""
+    return board_of([typed(r) for r in records], problems, stale)
+
+
+def cells_of(*records: dict[str, Any]) -> dict[str, dict[str, CellRecord]]:
+    out: dict[str, dict[str, CellRecord]] = {}
     for r in records:
-        out.setdefault(r["task"]["id"], {})[r["variant"]["id"]] = r
+        out.setdefault(r["task"]["id"], {})[r["variant"]["id"]] = typed(r)
     return out
 
 
@@ -374,10 +388,12 @@ def test_learn_gate(baseline: dict[str, Any] | None, qkv_mean: float | None, hib
 
 
 def test_read_baseline_tolerates_old_and_odd_records() -> None:
-    assert read_baseline({}) is None
-    assert read_baseline({"baseline": {"name": "chance"}}) is None  # no value
-    assert read_baseline({"baseline": {"value": True}}) is None  # a boolean is not a score
-    found = read_baseline({"baseline": {"value": 3, "others": {"count trigram": 2.5, "junk": "x"}, "learn_margin": -1}})
+    assert read_baseline(None) is None
+    assert read_baseline(TrivialBaseline(name="chance")) is None  # no value
+    with pytest.raises(ValueError, match=r"baseline\.value is bool"):  # a boolean is not a score: the file is refused
+        typed(record("reverse", "qkv", REV_QKV, baseline={"value": True}))
+    odd = {"value": 3, "others": {"count trigram": 2.5, "junk": "x"}, "learn_margin": -1}
+    found = read_baseline(TrivialBaseline.from_dict(odd))
     assert found == {"name": "baseline", "value": 3, "others": {"count trigram": 2.5}, "note": "", "learn_margin": None}
 
 
@@ -651,9 +667,8 @@ def test_tie_aware_ranks_share_rank_when_intervals_overlap() -> None:
     assert ranks == {"qkv": 1.0, "tied-kv": 1.0, "tied-qkv": 3.0}
 
 
-def test_record_without_per_seed_keeps_its_interval() -> None:
-    old = record("reverse", "tied-kv", Q5)
-    del old["per_seed"]
+def test_record_without_per_seed_values_keeps_its_interval() -> None:
+    old = record("reverse", "tied-kv", Q5, per_seed=[])
     data = board([record("reverse", "qkv", Q5), old], [], {})
     row = next(r for r in group(data, "reverse")["rows"] if r["variant"] == "tied-kv")
     assert row["ci_method"] == "as recorded" and row["ci95_low"] == old["summary"]["ci95_low"]

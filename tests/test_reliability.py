@@ -8,8 +8,13 @@ from typing import Any
 import pytest
 
 from bench.plan.validate import check_storage, check_tracking_uri
-from bench.record.tracking import public_uri, redact
+from bench.record.tracking import public_uri
 from bench_leaderboard.model import mlflow_url
+from bench_record.schema import MlflowRun
+from bench_record.uris import redact
+
+#: a hand-written record's task: what every cell record says of its task
+TASK = {"id": "reverse", "metric": "accuracy", "higher_is_better": True}
 
 
 @pytest.mark.parametrize(
@@ -35,8 +40,8 @@ def test_results_record_no_credentials_and_no_local_path(tmp_path: Path) -> None
 
 
 def test_leaderboard_links_never_carry_credentials_from_older_records() -> None:
-    record = {"mlflow": {"tracking_uri": "https://user:token@host:5000/", "experiment_id": "1", "run_id": "r"}}
-    url = mlflow_url(record)
+    info = MlflowRun(tracking_uri="https://user:token@host:5000/", experiment_id="1", run_id="r")
+    url = mlflow_url(info)
     assert url == "https://host:5000/#/experiments/1/runs/r" and "token" not in url
 
 
@@ -174,14 +179,16 @@ def test_a_failed_attempt_never_replaces_a_good_result(tmp_path: Path) -> None:
     from bench.record.store import ResultStore
 
     store = ResultStore(tmp_path / "results")
-    good = {"cell_id": "abc", "task": {"id": "reverse"}, "variant": {"id": "qkv"}, "status": "ok", "seeds": [0, 1]}
+    good = {"cell_id": "abc", "task": TASK, "variant": {"id": "qkv", "display_name": "QKV"}, "status": "ok",
+            "seeds": [0, 1], "summary": {"mean": 0.5, "ci95_low": 0.4, "ci95_high": 0.6, "n": 2}, "costs": {},
+            "tuning": {}, "per_seed": [{"seed": 0, "test": {"accuracy": 0.5}}]}  # fmt: skip
     kept = store.write_cell(good)
     attempt = store.write_cell({**good, "status": "failed", "reason": "data: download refused", "seeds": [0, 1, 2]})
     assert attempt.parent == tmp_path / "results" / "attempts" and attempt != kept
     assert store.load(kept)["status"] == "ok" and store.load(attempt)["kept_ok_result"] == kept.name
     assert [r["status"] for r in store.all_cells()[0]] == ["ok"]  # the attempt is reported, not read as the cell
     assert store.write_cell({**good, "seeds": [0, 1, 2]}) == kept and store.load(kept)["seeds"] == [0, 1, 2]
-    fresh = {**good, "cell_id": "new", "status": "failed"}
+    fresh = {**good, "cell_id": "new", "status": "failed", "reason": "RuntimeError: boom"}
     assert store.write_cell(fresh).parent.name == "cells"  # nothing good to keep: the failure is the record
 
 
@@ -301,7 +308,8 @@ def test_ids_that_would_become_paths_outside_the_store_are_refused(bad: str, tmp
     from bench.record.store import ResultStore
 
     store = ResultStore(tmp_path / "results")
-    record = {"cell_id": "abc123", "task": {"id": "reverse"}, "variant": {"id": bad}, "status": "ok"}
+    record = {"cell_id": "abc123", "task": TASK, "variant": {"id": bad, "display_name": "X"}, "status": "n/a",
+              "reason": "not run"}  # fmt: skip
     with pytest.raises(ValueError, match="is not a safe id"):
         store.write_cell(record)
     with pytest.raises(ValueError, match="is not a safe id"):

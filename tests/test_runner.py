@@ -20,7 +20,7 @@ from bench.plan.suites import smoke
 from bench.record.store import ResultStore
 from bench.registry import tasks, variants
 from bench.run.pipeline import RunOptions, plan
-from bench.stats import paired, summarize
+from bench_record.stats import paired, summarize
 from bench_tasks.synthetic import DigitTask
 
 

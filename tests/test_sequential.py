@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from bench.stats.sequential import (
+from bench_record.stats.sequential import (
     Design,
     boundaries,
     decide,
@@ -23,7 +23,7 @@ from bench.stats.sequential import (
     expected_seeds,
     power,
 )
-from bench.stats.testing import tost
+from bench_record.stats.testing import tost
 
 SIMS = 20_000
 DESIGNS = [
@@ -253,7 +253,7 @@ def test_single_look_is_the_paired_t_test() -> None:
 
 
 def test_boundaries_are_deterministic() -> None:
-    from bench.stats import sequential
+    from bench_record.stats import sequential
 
     first = boundaries(Design(looks=(3, 6, 9)))
     sequential._levels.cache_clear()

@@ -20,8 +20,9 @@ from bench.fit.train import fit
 from bench.fit.tuning import optim_config
 from bench.measure import converge
 from bench.registry import tasks, variants
-from bench.stats import metric_scale
 from bench_leaderboard import budget, tested
+from bench_record import SCHEMA_VERSION, CellRecord
+from bench_record.stats import metric_scale
 from bench_tasks.base import REACHED_TARGET, STEPS_TO_TARGET, SpeedTarget, TaskConfig
 from bench_tasks.synthetic import TARGET, cap_of
 from tests.noisy import Noisy, Pairs
@@ -102,11 +103,21 @@ def test_convergence_summaries_and_what_a_task_measures() -> None:
     assert converge.classify({"a": fast, "b": rising}, 80)["measures"] == "budget"
 
 
-def _speed_record(steps: dict[int, float], cap: int = 100) -> dict[str, Any]:
-    return {"task": {"id": "reverse", "metric": STEPS_TO_TARGET, "higher_is_better": False, "measures": "speed",
-                     "speed_target": {"metric": "accuracy", "target": TARGET, "every": 2, "cap": cap}},
-            "per_seed": [{"seed": s, "test": {STEPS_TO_TARGET: v, REACHED_TARGET: float(v < cap)}}
-                         for s, v in steps.items()]}  # fmt: skip
+def _speed_record(
+    steps: dict[int, float], cap: int = 100, task: str = "reverse", measures: str = "speed"
+) -> CellRecord:
+    """An ok record of a speed task (or, with `measures="budget"`, of one at its budget) whose seeds took `steps`."""
+    target = {"metric": "accuracy", "target": TARGET, "every": 2, "cap": cap} if measures == "speed" else None
+    return CellRecord.from_dict({
+        "schema_version": SCHEMA_VERSION, "cell_id": task, "status": "ok",
+        "variant": {"id": "qkv", "display_name": "QKV"},
+        "task": {"id": task, "metric": STEPS_TO_TARGET, "higher_is_better": False, "measures": measures,
+                 **({"speed_target": target} if target else {})},
+        "summary": {"mean": 0.0, "ci95_low": 0.0, "ci95_high": 0.0, "n": len(steps)}, "costs": {}, "tuning": {},
+        "seeds": list(steps),
+        "per_seed": [{"seed": s, "test": {STEPS_TO_TARGET: v, REACHED_TARGET: float(v < cap)}}
+                     for s, v in steps.items()],
+    })  # fmt: skip
 
 
 def test_a_speed_verdict_is_stable_unless_a_fit_is_censored_at_the_cap() -> None:
@@ -120,7 +131,7 @@ def test_a_speed_verdict_is_stable_unless_a_fit_is_censored_at_the_cap() -> None
 
 def test_a_claim_says_how_it_reads_each_task() -> None:
     speed = {"qkv": _speed_record({0: 40, 1: 42})}
-    at_budget = {"qkv": {"task": {"id": "mnist", "measures": "budget"}}}
+    at_budget = {"qkv": _speed_record({0: 40}, task="mnist", measures="budget")}
     cells = {"reverse": speed, "swap": speed, "mnist": at_budget}
     assert tested.read_as(cells, [("reverse", "tied-qkv", "qkv"), ("swap", "tied-qkv", "qkv")]) == tested.SPEED
     assert tested.read_as(cells, [("mnist", "tied-kv", "qkv")]) == tested.AT_BUDGET

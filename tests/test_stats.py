@@ -1,4 +1,4 @@
-"""Known answers for bench.stats: coverage, range, corrections, equivalence, aggregates."""
+"""Known answers for bench_record.stats: coverage, range, corrections, equivalence, aggregates."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.stats import (
+from bench_record.stats import (
     aggregate,
     bh_adjust,
     holm_adjust,

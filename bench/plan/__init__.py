@@ -5,5 +5,5 @@
     staleness   stored results that no longer match the code
     validate    bad input found before any work starts, with the fix named
 
-Imports the fit room (tuning defaults, thread settings), the record room and the ground floor.
+Imports the fit room (tuning defaults, thread settings), the record room, the ground floor and `bench_record`.
 """

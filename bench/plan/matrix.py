@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from bench.fit.tuning import SAMPLER_VERSION, TUNING_SEED, default_params, search_space
 from bench.plan.suites import BUILTIN, Suite
-from bench.record.store import MAX_ATTEMPTS, SCHEMA_VERSION, ResultStore
+from bench.record.store import MAX_ATTEMPTS, ResultStore
+from bench_record import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from bench.registry import Registry

@@ -95,7 +95,7 @@ def check_storage(url: str) -> None:
         with engine.connect() as connection:
             sqlalchemy.inspect(connection).get_table_names()
     except Exception as exc:  # any driver's error means the same thing to the user
-        from bench.record.tracking import redact
+        from bench_record.uris import redact
 
         message = (str(exc).splitlines() or [""])[0].replace(url, redact(url))
         if isinstance(exc, ModuleNotFoundError):
@@ -117,7 +117,8 @@ def _connect_args(url: str) -> dict[str, Any]:
 
 def check_tracking_uri(uri: str) -> None:
     """An http(s) MLflow server must answer; other URIs (sqlite, files) are created on use."""
-    from bench.record.tracking import TRACKING_SCHEMES, redact
+    from bench.record.tracking import TRACKING_SCHEMES
+    from bench_record.uris import redact
 
     scheme = uri.split(":", 1)[0].lower() if "://" in uri else ""
     if scheme and scheme.split("+")[0] not in TRACKING_SCHEMES:

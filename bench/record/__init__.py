@@ -4,5 +4,6 @@
     provenance  the git commit, packages and device a result came from
     tracking    MLflow: a parent run per cell, a child run per fit, metric curves in batches
 
-Imports only the ground floor (`bench.registry`, `bench.console`, `bench.stats`, `bench.options`).
+Imports only the ground floor (`bench.registry`, `bench.console`, `bench.options`) and `bench_record`, whose
+`CellRecord` is the schema every cell file is written and read through.
 """

@@ -10,8 +10,9 @@ Layout under the results folder:
     states/<cell id>/seed-<n>.pt                a final fit's model states, for cells that train as it
                                                 (`bench.fit.reuse`; local, not results)
 
-Every cell file carries `schema_version`; readers refuse files of an unknown version with a clear
-message rather than misreading them.
+A cell file is a `bench_record.CellRecord`: `write_cell` checks a record against that schema before writing
+it, and readers parse files through it, migrating an older version it knows and refusing any other with a
+clear message rather than misreading it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-SCHEMA_VERSION = 1
+from bench_record import SCHEMA_VERSION, CellRecord, SchemaError
+
 #: attempts at a cell before `bench run` stops trying it (`--retry-failed` tries again)
 MAX_ATTEMPTS = 3
 #: a write's temp file older than this was left by a killed process (a live one lasts milliseconds)
@@ -118,6 +120,12 @@ def _stale(lock: Path) -> bool:
     return False
 
 
+def _get(record: dict[str, Any], part: str, key: str) -> Any:
+    """`record[part][key]`, or None where the record lacks it (for a message about a malformed record)."""
+    found = record.get(part)
+    return found.get(key) if isinstance(found, dict) else None
+
+
 def _stamp() -> str:
     import datetime
 
@@ -168,35 +176,51 @@ class ResultStore:
         matches = sorted(self.cells_dir.glob(f"*__{cell_id}.json"))
         return matches[0] if matches else None
 
-    def load(self, path: Path) -> dict[str, Any]:
-        """One cell result; raises ValueError naming the file when it is not a result of this schema."""
+    def parse(self, path: Path) -> CellRecord:
+        """One cell result, migrated to the current schema; raises ValueError naming the file when it is
+        not a result of this schema (`SchemaError` says what is wrong and what to run)."""
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: not a readable JSON result ({exc})") from exc
-        if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
-            found = data.get("schema_version") if isinstance(data, dict) else None
-            raise ValueError(f"{path}: schema_version {found!r}, expected {SCHEMA_VERSION} (written by another bench)")
-        return data
+        try:
+            return CellRecord.from_dict(data)
+        except SchemaError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
 
-    def record(self, cell_id: str) -> dict[str, Any]:
-        """The cell's stored record; {} when it has none or its file cannot be read (then it is computed again)."""
+    def load(self, path: Path) -> dict[str, Any]:
+        """`parse`, as plain data."""
+        return self.parse(path).to_dict()
+
+    def cell(self, cell_id: str) -> CellRecord | None:
+        """The cell's stored record; None when it has none or its file cannot be read (then it is computed again)."""
         path = self.find(cell_id)
         try:
-            return self.load(path) if path else {}
+            return self.parse(path) if path else None
         except ValueError:
-            return {}
+            return None
+
+    def record(self, cell_id: str) -> dict[str, Any]:
+        """`cell` as plain data; {} for none."""
+        found = self.cell(cell_id)
+        return found.to_dict() if found else {}
 
     def write_cell(self, result: dict[str, Any]) -> Path:
         """Store a cell's record; a failed, diverged or partial attempt never replaces a good result.
 
-        When the cell already holds an ok record and `result` is not ok, `result` goes beside it to
-        `attempts/` (its path is returned; `kept_ok_result` says so) and the ok record stays in force
-        until a complete ok record replaces it.
+        The record is checked against the schema first (`CellRecord`): one that does not match raises
+        `SchemaError` saying what is wrong, and nothing is written. When the cell already holds an ok record
+        and `result` is not ok, `result` goes beside it to `attempts/` (its path is returned; `kept_ok_result`
+        says so) and the ok record stays in force until a complete ok record replaces it.
         """
-        path = self.cell_path(result["task"]["id"], result["variant"]["id"], result["cell_id"])
-        payload = {**result, "schema_version": SCHEMA_VERSION}
-        if result.get("status") != "ok" and self._holds_ok(path):
+        try:
+            record = CellRecord.from_dict(finite({**result, "schema_version": SCHEMA_VERSION}))
+        except SchemaError as exc:
+            what = f"{_get(result, 'task', 'id')}/{_get(result, 'variant', 'id')} cell {result.get('cell_id')!r}"
+            raise SchemaError(f"not writing the {what}: its record does not match the schema ({exc})") from exc
+        path = self.cell_path(record.task.id, record.variant.id, record.cell_id)
+        payload = record.to_dict()
+        if not record.ok and self._holds_ok(path):
             attempt = self.root / "attempts" / f"{path.stem}.{_stamp()}.json"
             write_json_atomic(attempt, {**payload, "kept_ok_result": path.name})
             return attempt
@@ -205,7 +229,7 @@ class ResultStore:
 
     def _holds_ok(self, path: Path) -> bool:
         try:
-            return self.load(path).get("status") == "ok"
+            return self.parse(path).ok
         except ValueError:
             return False
 
@@ -299,7 +323,7 @@ class ResultStore:
         path = self.find(cell_id)
         if path is not None:
             try:
-                self.load(path)
+                self.parse(path)
             except ValueError as exc:
                 problems.append(str(exc))
         for path in sorted((self.partial_dir / cell_id).glob("seed-*.json")):

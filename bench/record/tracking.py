@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench_record.uris import redact
+
 if TYPE_CHECKING:
     from lightning.pytorch.loggers import MLFlowLogger
 
@@ -24,19 +26,6 @@ def default_tracking_uri(results_dir: Path) -> str:
 
 #: what --tracking-uri may be: an MLflow server, a database, a local store (a bare path is a local store)
 TRACKING_SCHEMES = ("http", "https", "sqlite", "file", "postgresql", "mysql", "mssql", "databricks")
-
-
-def redact(uri: str) -> str:
-    """`uri` without its user and password (`https://user:token@host/x` -> `https://host/x`)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "<unparsable URI>"
-    if "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def public_uri(uri: str, results_dir: Path) -> str:

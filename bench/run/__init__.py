@@ -8,5 +8,5 @@
     summary     the run's console tables: the matrix before, the comparison with the baseline after
     data        `bench data prepare`: each task's data materialised in the cache
 
-Imports every room below it (measure, plan, fit, record) and the ground floor.
+Imports every room below it (measure, plan, fit, record), the ground floor and `bench_record`.
 """

@@ -35,7 +35,8 @@ from bench.record.store import ResultStore, Superseded
 from bench.record.tracking import Tracker, public_uri
 from bench.registry import variants as variant_registry
 from bench.run.progress import RunProgress
-from bench.stats import summarize
+from bench_record.compare import ALPHA, SPENDING
+from bench_record.stats import summarize
 
 if TYPE_CHECKING:
     from bench_tasks.base import Task, TaskConfig
@@ -263,8 +264,6 @@ def _seed_design(cell: Cell) -> dict[str, Any] | None:
     full = cell.suite.full
     if not full.looks:
         return None
-    from bench.run.adaptive import ALPHA, SPENDING
-
     return {"looks": list(full.looks), "seeds": list(full.seeds), "baseline": full.baseline, "spending": SPENDING,
             "alpha": ALPHA}  # fmt: skip
 

@@ -83,7 +83,7 @@ def run(suite: Suite, options: RunOptions) -> int:
     report_run.summary_table(console, cells, results, timings)
     _analytic(options.results, console)
     build_leaderboard(options.results, console)
-    return 1 if any(r.get("status") == "failed" for r in results.values()) else 0
+    return 1 if any(r.status == "failed" for r in results.values()) else 0
 
 
 def with_seed_plan(cells: list[matrix.Cell], store: ResultStore, suite: Suite) -> list[matrix.Cell]:
@@ -195,10 +195,8 @@ def build_leaderboard(results: Path, console: Any, out_dir: Path | None = None) 
     """The static site from the results store, with stale cells (code changed since) marked."""
     from bench.plan.staleness import stale_reasons
     from bench_leaderboard import build
-    from bench_leaderboard.load import schema_problems
 
-    records, _ = ResultStore(results).all_cells()
-    valid = [r for r in records if not schema_problems(r)]  # the board names the others and skips them
-    page = build(results, out_dir=out_dir, stale=stale_reasons(valid))
+    records, _ = ResultStore(results).all_cells()  # the records that parse; the board names the others and skips them
+    page = build(results, out_dir=out_dir, stale=stale_reasons(records))
     console.print(f"leaderboard: {page}")
     return page

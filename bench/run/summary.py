@@ -1,9 +1,10 @@
 """What `bench run` prints: the matrix with each cell's status, and the summary; plus the paired
-comparison with the baseline, written back into each cell's result."""
+comparison with the baseline (`bench_record.compare.with_baseline`), written back into each cell's result."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 from rich.console import Console
@@ -12,7 +13,10 @@ from rich.table import Table
 
 from bench.plan.matrix import Cell
 from bench.record.store import ResultStore
-from bench.stats import metric_scale, paired, summarize_metric
+from bench_record import CellRecord
+from bench_record.compare import with_baseline
+from bench_record.schema import Costs, Summary
+from bench_record.stats import summarize_metric
 
 STATUS_STYLE = {"cached": "green", "partial": "yellow", "to run": "cyan", "n/a": "dim", "gave up": "red"}
 
@@ -61,49 +65,55 @@ def matrix_table(console: Console, cells: list[Cell], statuses: dict[str, str], 
     console.print(table)
 
 
-def compare_with_baseline(store: ResultStore, cells: list[Cell], baseline: str) -> dict[str, dict[str, Any]]:
-    """Add the paired comparison with the task's baseline cell to every finished cell; return all results."""
-    results: dict[str, dict[str, Any]] = {}
-    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for cell in cells:
-        path = store.find(cell.id)
-        if path is None:
-            continue
-        record = store.load(path)
-        results[cell.id] = record
-        by_task[cell.task.id].append(record)
-    for records in by_task.values():
-        base = next((r for r in records if r["variant"]["id"] == baseline and r["status"] == "ok"), None)
-        for record in records:
-            if record["status"] != "ok" or base is None:
+def compare_with_baseline(store: ResultStore, cells: list[Cell], baseline: str) -> dict[str, CellRecord]:
+    """Store in every finished ok cell its comparison with the task's baseline cell (`with_baseline`, the one the
+    board computes too); return every cell's record.
+
+    The board recomputes the comparison from the seeds where its baseline cell is fresh; the stored one is
+    what it shows where that cell is stale or absent.
+    """
+    records = {cell.id: found for cell in cells if (found := store.cell(cell.id)) is not None}
+    by_task: dict[str, list[CellRecord]] = defaultdict(list)
+    for record in records.values():
+        by_task[record.task.id].append(record)
+    for row in by_task.values():
+        base = next((r for r in row if r.variant.id == baseline and r.ok), None)
+        for record in row:
+            if not record.ok or base is None:
                 continue
-            metric = record["summary"]["metric"]
-            mine = {s["seed"]: s["test"][metric] for s in record["per_seed"]}
-            theirs = {s["seed"]: s["test"][metric] for s in base["per_seed"]}
-            scale = metric_scale(metric, bool(record["task"].get("higher_is_better", True)))
-            comparison = paired(mine, theirs, scale)
-            new = {"baseline": baseline, **(comparison.as_dict() if comparison else {})}
-            if record.get("baseline_comparison") != new:
-                record["baseline_comparison"] = new
-                store.write_cell(record)
-    return results
+            new = with_baseline(record, base)
+            if record.baseline_comparison != new:
+                records[record.cell_id] = replace(record, baseline_comparison=new)
+                store.write_cell(records[record.cell_id].to_dict())
+    return records
 
 
-def _fmt_metric(record: dict[str, Any]) -> str:
-    s = record["summary"]
-    half = (s["ci95_high"] - s["ci95_low"]) / 2
-    return f"{s['mean']:.4g} ± {half:.2g}"
+def _fmt_metric(s: Summary) -> str:
+    half = (s.ci95_high - s.ci95_low) / 2
+    return f"{s.mean:.4g} ± {half:.2g}"
 
 
-def _fmt_delta(record: dict[str, Any]) -> str:
-    c = record.get("baseline_comparison") or {}
-    if "mean_diff" not in c or record["variant"]["id"] == c.get("baseline"):
+def _fmt_delta(record: CellRecord) -> str:
+    c = record.baseline_comparison
+    if c is None or c.mean_diff is None or record.variant.id == c.baseline:
         return "-"
-    return f"{c['mean_diff']:+.3g}{' *' if c.get('significant') else ''}"
+    return f"{c.mean_diff:+.3g}{' *' if c.significant else ''}"
+
+
+def _ok_columns(record: CellRecord) -> list[str]:
+    """value, seeds, Δ vs baseline, params, KV B/token of an ok record."""
+    costs = record.costs or Costs()
+    return [
+        _fmt_metric(record.summary) if record.summary else "-",
+        str(len(record.per_seed or ())),
+        _fmt_delta(record),
+        f"{costs.parameters:,}" if costs.parameters is not None else "-",
+        f"{costs.kv_bytes_per_token:,}" if costs.kv_bytes_per_token is not None else "-",
+    ]
 
 
 def summary_table(
-    console: Console, cells: list[Cell], results: dict[str, dict[str, Any]], timings: dict[str, float]
+    console: Console, cells: list[Cell], results: dict[str, CellRecord], timings: dict[str, float]
 ) -> None:
     table = Table(title="results (test split; mean ± 95% CI over seeds; * = significant vs baseline)")
     for col in ("task", "metric", "variant", "status", "value", "seeds", "Δ vs baseline", "params", "KV B/token",
@@ -113,43 +123,39 @@ def summary_table(
         record = results.get(cell.id)
         if record is None:
             continue
-        ok = record["status"] == "ok"
-        costs = record.get("costs", {})
+        status = record.status if record.ok else f"{record.status}: {record.reason or ''}"[:60]
         table.add_row(
             escape(cell.task.id),
             escape(cell.task.metric),
             escape(cell.variant.display_name),
-            escape(record["status"] if ok else f"{record['status']}: {record.get('reason', '')}"[:60]),
-            _fmt_metric(record) if ok else "-",
-            str(len(record["per_seed"])) if ok else "-",
-            _fmt_delta(record) if ok else "-",
-            f"{costs['parameters']:,}" if ok else "-",
-            f"{costs['kv_bytes_per_token']:,}" if ok else "-",
-            escape(record.get("data_source", {}).get("kind", "")),
+            escape(status),
+            *(_ok_columns(record) if record.ok else ["-"] * 5),
+            escape((record.data_source.kind if record.data_source else None) or ""),
         )
     console.print(table)
     for cell in cells:  # the table cuts reasons short; a failure's whole reason is what the user acts on
-        record = results.get(cell.id, {})
-        if record.get("status") in ("failed", "diverged"):
-            why = escape(f"{cell.label} {record['status']}: {record.get('reason', '')}")
+        record = results.get(cell.id)
+        if record is not None and record.status in ("failed", "diverged"):
+            why = escape(f"{cell.label} {record.status}: {record.reason or ''}")
             console.print(f"[red]{why}[/]", highlight=False, overflow="fold")
     gate_lines(console, cells, results)
     console.print(" ".join(f"{k.replace('_seconds', '')}: {v:.1f}s" for k, v in timings.items()))
 
 
-def gate_lines(console: Console, cells: list[Cell], results: dict[str, dict[str, Any]]) -> None:
+def gate_lines(console: Console, cells: list[Cell], results: dict[str, CellRecord]) -> None:
     """Per task: its trivial baseline and whether QKV beat it by the task's margin (else not ranked)."""
-    from bench_leaderboard.model import GATE_MIN_SEEDS, learn_gate
+    from bench_leaderboard.model import GATE_MIN_SEEDS, learn_gate, read_baseline
 
     for task in list({c.task.id: c.task for c in cells}.values()):
         records = [results[c.id] for c in cells if c.task.id == task.id and c.id in results]
-        base = next((r for r in records if r["variant"]["id"] == "qkv" and r["status"] == "ok"), None)
-        trivial = next((r["baseline"] for r in records if "value" in r.get("baseline", {})), None)
+        base = next((r for r in records if r.variant.id == "qkv" and r.ok), None)
+        trivial = next((found for r in records if (found := read_baseline(r.baseline)) is not None), None)
         bound = None
-        if base and len(base["per_seed"]) >= GATE_MIN_SEEDS:
-            values = [s["test"][task.metric] for s in base["per_seed"]]
-            interval = summarize_metric(values, task.metric, task.higher_is_better)
+        values = base.seed_values() if base else {}
+        if len(values) >= GATE_MIN_SEEDS:
+            interval = summarize_metric(list(values.values()), task.metric, task.higher_is_better)
             bound = interval.ci95_low if task.higher_is_better else interval.ci95_high
-        gate = learn_gate(trivial, base["summary"]["mean"] if base else None, task.higher_is_better, bound)
+        mean = base.summary.mean if base and base.summary else None
+        gate = learn_gate(trivial, mean, task.higher_is_better, bound)
         colour = "green" if gate["learns"] else "red"
         console.print(f"{escape(task.id)}: [{colour}]{gate['status']}[/] ({escape(gate['reason'])})")

@@ -22,7 +22,9 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from bench import stats
+from bench_record import CellRecord
+from bench_record.compare import paired_with
+from bench_record.stats import Paired
 
 STABLE, MOVING, NO_CURVE, CENSORED = "stable", "moving", "no curve", "censored"
 BETTER, WORSE, SAME = "better", "worse", "no significant difference"
@@ -37,40 +39,37 @@ NOTE = (
 )
 
 
-def curve_values(record: Mapping[str, Any]) -> dict[int, dict[int, float]]:
+def curve_values(record: CellRecord) -> dict[int, dict[int, float]]:
     """step -> seed -> the primary test metric at that step of the seed's fit; {} for a record without curves."""
-    metric = str(record.get("task", {}).get("metric") or "")
+    metric = record.task.metric
     out: dict[int, dict[int, float]] = defaultdict(dict)
-    for entry in record.get("per_seed") or []:
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("seed"), int):
-            continue
-        for point in entry.get("curve") or []:
-            value = point.get("test", {}).get(metric) if isinstance(point, Mapping) else None
-            step = point.get("step") if isinstance(point, Mapping) else None
+    for fit in record.per_seed or ():
+        for point in fit.curve or ():
+            test = point.get("test")
+            value = test.get(metric) if isinstance(test, Mapping) else None
+            step = point.get("step")
             if isinstance(step, int) and isinstance(value, int | float) and math.isfinite(value):
-                out[step][entry["seed"]] = float(value)
+                out[step][fit.seed] = float(value)
     return dict(out)
 
 
-def _decision(comparison: stats.Paired, higher_is_better: bool) -> str:
+def _decision(comparison: Paired, higher_is_better: bool) -> str:
     if comparison.p_value is None or comparison.p_value >= ALPHA:
         return SAME
     return BETTER if (comparison.scale_diff > 0) == higher_is_better else WORSE
 
 
-def points(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
+def points(a: CellRecord, b: CellRecord) -> list[dict[str, Any]]:
     """a - b at every step both curves have, over the seeds both ran: {step, fraction, n, mean_diff, ci95_low,
     ci95_high, p_value, decision}; [] when the records have no common curve."""
-    task = a.get("task", {})
-    metric, higher = str(task.get("metric") or ""), bool(task.get("higher_is_better", True))
+    metric, higher = a.task.metric, a.task.higher_is_better
     mine, theirs = curve_values(a), curve_values(b)
     steps = sorted(set(mine) & set(theirs))
     if not steps:
         return []
-    scale = stats.metric_scale(metric, higher)
     out = []
     for step in steps:
-        c = stats.paired(mine[step], theirs[step], scale)
+        c = paired_with(mine[step], theirs[step], metric, higher)
         if c is None:
             continue
         out.append({"step": step, "fraction": step / steps[-1], "n": c.n, "mean_diff": c.mean_diff,
@@ -95,14 +94,13 @@ def stability(curve: list[dict[str, Any]]) -> dict[str, Any]:
     return {"label": label, "direction": direction, "half": half["decision"], "full": full["decision"], "text": text}
 
 
-def censored_seeds(record: Mapping[str, Any]) -> list[int]:
+def censored_seeds(record: CellRecord) -> list[int]:
     """The seeds of a speed task's record whose fit stopped at the cap without reaching the target."""
-    return [entry["seed"] for entry in record.get("per_seed") or []
-            if isinstance(entry, Mapping) and entry.get("test", {}).get("reached_target") == 0.0]  # fmt: skip
+    return [fit.seed for fit in record.per_seed or () if fit.test.get("reached_target") == 0.0]
 
 
-def _speed(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    cap = a["task"]["speed_target"].get("cap")
+def _speed(a: CellRecord, b: CellRecord) -> dict[str, Any]:
+    cap = a.task.speed_target.cap if a.task.speed_target else None
     mine, theirs = censored_seeds(a), censored_seeds(b)
     label = CENSORED if mine or theirs else STABLE
     named = (("this", mine), ("QKV", theirs))
@@ -113,9 +111,9 @@ def _speed(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     return {"points": [], "label": label, "direction": None, "half": None, "full": None, "text": text}
 
 
-def verdict(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+def verdict(a: CellRecord, b: CellRecord) -> dict[str, Any]:
     """a against b along the budget: {points, label, direction, half, full, text}."""
-    if a.get("task", {}).get("speed_target"):
+    if a.task.speed_target is not None:
         return _speed(a, b)
     curve = points(a, b)
     return {"points": curve, **stability(curve)}

@@ -17,13 +17,15 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from markupsafe import Markup
+
+from bench_record import CellRecord
 
 from . import budget, claims, model, paper, plots, scoring, tested
 from .load import load_analytic, load_results
@@ -54,7 +56,7 @@ class Built:
 
 
 def board(
-    records: list[dict[str, Any]],
+    records: Sequence[CellRecord],
     problems: list[str],
     stale: Mapping[str, str],
     analytic: Mapping[str, Any] | None = None,

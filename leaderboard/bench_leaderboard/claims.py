@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from bench_record import CellRecord
+
 from .model import BASELINE, Cells
 from .paper import PAPER_NAMES
 
 HELD, NOT_HELD, INCONCLUSIVE = "held", "not held", "inconclusive"
 Verdict = tuple[str, str]
-Record = Mapping[str, Any]
 
 #: variant id -> (tensors cached per KV head, KV heads or None for all H); used when a record lacks the fields
 LAYOUTS: dict[str, tuple[int, int | None]] = {
@@ -81,25 +82,25 @@ def _combine(verdicts: list[str]) -> str:
     return HELD if verdicts and all(v == HELD for v in verdicts) else INCONCLUSIVE
 
 
-def _heads(record: Record) -> Any:
+def _heads(record: CellRecord) -> Any:
     """H the cache figures were computed at: `costs.attention.n_heads`, else the config's."""
-    attention = record.get("costs", {}).get("attention")
-    if isinstance(attention, Mapping) and attention.get("n_heads") is not None:
-        return attention["n_heads"]
-    return record.get("config", {}).get("n_heads")
+    attention = record.costs.attention if record.costs else None
+    if attention is not None and attention.n_heads is not None:
+        return attention.n_heads
+    return (record.config or {}).get("n_heads")
 
 
-def _layout(record: Record) -> tuple[int, int] | None:
+def _layout(record: CellRecord) -> tuple[int, int] | None:
     """(tensors cached per KV head, KV heads) at the record's H; None when H is unknown."""
     heads = _heads(record)
     if not isinstance(heads, int) or isinstance(heads, bool) or heads <= 0:
         return None
-    variant = record["variant"]
-    tensors, kv_heads = LAYOUTS.get(variant["id"], (2, None))
-    if "tie" in variant:
-        tensors = 1 if str(variant["tie"]) in ("k=v", "q=k=v") else 2
-    if "kv_heads" in variant:
-        g = str(variant["kv_heads"])
+    variant = record.variant
+    tensors, kv_heads = LAYOUTS.get(variant.id, (2, None))
+    if variant.tie is not None:
+        tensors = 1 if variant.tie in ("k=v", "q=k=v") else 2
+    if variant.kv_heads is not None:
+        g = variant.kv_heads
         if g != "H" and not g.isdigit():
             return None
         kv_heads = None if g == "H" else int(g)
@@ -115,13 +116,14 @@ def expected_reduction(tensors: int, kv_heads: int, heads: int) -> float:
     return 1 - tensors * kv_heads / (2 * heads)
 
 
-def _observed_reduction(record: Record, base: Record) -> tuple[float, str] | None:
+def _observed_reduction(record: CellRecord, base: CellRecord) -> tuple[float, str] | None:
     """(1 - bytes / QKV's bytes, how it was obtained): measured bytes held when both have them."""
-    mine, theirs = record["costs"].get("kv_measured"), base["costs"].get("kv_measured")
-    both = bool(mine and theirs and mine.get("bytes_held") and theirs.get("bytes_held"))
-    if both and mine.get("tokens") == theirs.get("tokens"):
-        return 1 - mine["bytes_held"] / theirs["bytes_held"], "measured"
-    per_token, base_per_token = record["costs"].get("kv_bytes_per_token"), base["costs"].get("kv_bytes_per_token")
+    if record.costs is None or base.costs is None:  # an ok record has its costs
+        return None
+    mine, theirs = record.costs.kv_measured, base.costs.kv_measured
+    if mine and theirs and mine.bytes_held and theirs.bytes_held and mine.tokens == theirs.tokens:
+        return 1 - mine.bytes_held / theirs.bytes_held, "measured"
+    per_token, base_per_token = record.costs.kv_bytes_per_token, base.costs.kv_bytes_per_token
     if per_token is None or not base_per_token:
         return None
     return 1 - per_token / base_per_token, "derived, not measured"

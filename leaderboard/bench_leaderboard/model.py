@@ -17,7 +17,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from bench.record.tracking import redact
+from bench_record import CellRecord
+from bench_record.compare import comparison_look, design_of
+from bench_record.schema import Costs, MlflowRun, SeedDesign, TaskInfo, TrivialBaseline, Tuning
+from bench_record.uris import redact
 
 from . import budget, scoring
 
@@ -34,7 +37,7 @@ LEARNS, DID_NOT_LEARN, NO_BASELINE, GATE_UNKNOWN = "learns", "did not learn", "n
 GATE_MIN_SEEDS = 3
 
 #: task id -> variant id -> the record the claims and the paper comparison read
-Cells = Mapping[str, Mapping[str, Mapping[str, Any]]]
+Cells = Mapping[str, Mapping[str, CellRecord]]
 
 
 def slug(text: str) -> str:
@@ -42,22 +45,19 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "x"
 
 
-def mlflow_url(record: Mapping[str, Any]) -> str | None:
-    """Link to the cell's MLflow run: the tracking server itself when it is http(s), else `bench ui`."""
-    info = record.get("mlflow")
-    if not isinstance(info, Mapping) or not info.get("run_id") or info.get("experiment_id") is None:
+def mlflow_url(info: MlflowRun | None) -> str | None:
+    """Link to a cell's MLflow run (`record.mlflow`): the tracking server itself when it is http(s), else `bench ui`."""
+    if info is None or not info.run_id or info.experiment_id is None:
         return None
-    uri = str(info.get("tracking_uri") or "")
+    uri = info.tracking_uri or ""
     # a server: link to it, without any credentials an older record may carry in the URI
     base = redact(uri).rstrip("/") if uri.startswith(("http://", "https://")) else MLFLOW_UI
-    return (
-        f"{base}/#/experiments/{quote(str(info['experiment_id']), safe='')}/runs/{quote(str(info['run_id']), safe='')}"
-    )
+    return f"{base}/#/experiments/{quote(info.experiment_id, safe='')}/runs/{quote(info.run_id, safe='')}"
 
 
-def scale_of(record: Mapping[str, Any]) -> str:
+def scale_of(record: CellRecord) -> str:
     """The record's scale, or "" when the result predates the field."""
-    return str(record.get("scale") or "")
+    return record.scale or ""
 
 
 def _num(value: Any) -> float | int | None:
@@ -66,18 +66,14 @@ def _num(value: Any) -> float | int | None:
     return value if number and math.isfinite(value) else None
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return dict(value) if isinstance(value, Mapping) else {}
-
-
-def _comparison(record: Mapping[str, Any], base_mean: float | None) -> dict[str, Any] | None:
-    comp = _dict(record.get("baseline_comparison"))
-    diff = _num(comp.get("mean_diff"))
-    if diff is None:
+def _comparison(record: CellRecord, base_mean: float | None) -> dict[str, Any] | None:
+    """The comparison with QKV the record stores (the board computes it again where QKV's cell is fresh)."""
+    comp = record.baseline_comparison
+    if comp is None or comp.mean_diff is None:
         return None
-    relative = diff / base_mean if base_mean else None
+    relative = comp.mean_diff / base_mean if base_mean else None
     keys = ("baseline", "n", "ci95_low", "ci95_high", "p_value", "significant")
-    return {**{k: comp.get(k) for k in keys}, "mean_diff": diff, "relative": relative, "q_value": None}
+    return {**{k: getattr(comp, k) for k in keys}, "mean_diff": comp.mean_diff, "relative": relative, "q_value": None}
 
 
 #: the long contexts whose declared cache bytes the page shows (a bounded or shared cache's worth shows
@@ -86,15 +82,15 @@ LONG_CONTEXTS = (8_192, 32_768)
 LONG_CONTEXT = 32_768
 
 
-def _kv(costs: Mapping[str, Any], base: Mapping[str, Any] | None) -> dict[str, Any]:
-    measured = costs.get("kv_measured") if isinstance(costs.get("kv_measured"), Mapping) else None
-    long = _dict(costs.get("kv_bytes_long_context"))
+def _kv(costs: Costs, base: Costs | None) -> dict[str, Any]:
+    measured = costs.kv_measured
+    long = costs.kv_bytes_long_context or {}
     out: dict[str, Any] = {
-        "context_length": costs.get("context_length"),
-        "kv_bytes_per_token": _num(costs.get("kv_bytes_per_token")),
-        "kv_bytes_at_context": _num(costs.get("kv_bytes_at_context")),
+        "context_length": costs.context_length,
+        "kv_bytes_per_token": costs.kv_bytes_per_token,
+        "kv_bytes_at_context": costs.kv_bytes_at_context,
         **{f"kv_bytes_at_{tokens // 1024}k": _num(long.get(str(tokens))) for tokens in LONG_CONTEXTS},
-        "kv_measured": {k: measured.get(k) for k in ("dtype", "tokens", "bytes_held", "bytes_derived")}
+        "kv_measured": {k: getattr(measured, k) for k in ("dtype", "tokens", "bytes_held", "bytes_derived")}
         if measured
         else None,
         "kv_reduction": None,
@@ -102,13 +98,13 @@ def _kv(costs: Mapping[str, Any], base: Mapping[str, Any] | None) -> dict[str, A
     }
     if base is None:
         return out
-    mine, theirs = out["kv_bytes_per_token"], _num(base.get("kv_bytes_per_token"))
+    mine, theirs = out["kv_bytes_per_token"], base.kv_bytes_per_token
     if mine is not None and theirs:
         out["kv_reduction"] = 1 - mine / theirs
-    base_measured = base.get("kv_measured")
-    if measured and isinstance(base_measured, Mapping):
-        held, base_held = _num(measured.get("bytes_held")), _num(base_measured.get("bytes_held"))
-        if held is not None and base_held and measured.get("tokens") == base_measured.get("tokens"):
+    base_measured = base.kv_measured
+    if measured and base_measured:
+        held, base_held = measured.bytes_held, base_measured.bytes_held
+        if held is not None and base_held and measured.tokens == base_measured.tokens:
             out["kv_measured_reduction"] = 1 - held / base_held
     return out
 
@@ -119,28 +115,26 @@ def _half_width(low: float, high: float, mean: float) -> float:
     return 0.0 if abs(half) <= 1e-12 * max(abs(mean), 1.0) else half
 
 
-def _heads(record: Mapping[str, Any]) -> dict[str, Any]:
+def _heads(record: CellRecord) -> dict[str, Any]:
     """The head shape the cache figures were computed at: `costs.attention`, else H from the config."""
-    shape = _dict(_dict(record.get("costs")).get("attention"))
+    shape = record.costs.attention if record.costs else None
     keys = ("n_heads", "kv_heads", "head_dim", "tensors_per_head")
-    if _num(shape.get("n_heads")) is not None:
-        return {**{k: _num(shape.get(k)) for k in keys}, "heads_source": "costs.attention"}
-    heads = _num(_dict(record.get("config")).get("n_heads"))
+    if shape and shape.n_heads is not None:
+        return {**{k: getattr(shape, k) for k in keys}, "heads_source": "costs.attention"}
+    heads = _num((record.config or {}).get("n_heads"))
     # older records: the variant's kv_heads field ("H" or a count) is the only statement of g
-    g = str(record["variant"].get("kv_heads", ""))
+    g = record.variant.kv_heads or ""
     kv_heads = heads if g == "H" else int(g) if g.isdigit() else None
     source = "config" if heads is not None else None
     return {"n_heads": heads, "kv_heads": kv_heads, "head_dim": None, "tensors_per_head": None, "heads_source": source}
 
 
-def _params(record: Mapping[str, Any]) -> dict[str, Any]:
+def _params(record: CellRecord) -> dict[str, Any]:
     """The hyperparameters the cell's seeds were fitted with: the study's best, else seed 0's own."""
-    best = _dict(_dict(record.get("tuning")).get("best_params"))
+    best = dict(record.tuning.best_params or {}) if record.tuning else {}
     if best:
         return {"best_params": best, "params_source": "tuning.best_params"}
-    seeds = record.get("per_seed")
-    first = _dict(seeds[0]) if isinstance(seeds, list) and seeds else {}
-    params = _dict(first.get("params"))
+    params = dict(record.per_seed[0].params or {}) if record.per_seed else {}
     return {"best_params": params, "params_source": "per_seed[0].params" if params else None}
 
 
@@ -154,75 +148,69 @@ TUNING_NOTE = (
 )
 
 
-def _defaults_value(tuning: Mapping[str, Any]) -> float | None:
+def _defaults_value(tuning: Tuning) -> float | None:
     """The validation metric of the cell's trial 0 (the task's default settings, on the tuning seed), when it
     finished: what the cell would score untuned."""
-    trials = tuning.get("trials")
-    first = next((t for t in trials if isinstance(t, Mapping) and t.get("number") == 0), None) if trials else None
-    return _num(first.get("value")) if first and first.get("state") == "complete" else None
+    first = next((t for t in tuning.trials if t.number == 0), None) if tuning.trials else None
+    return first.value if first and first.state == "complete" else None
 
 
-def _interval(record: Mapping[str, Any], values: Mapping[int, float]) -> dict[str, Any]:
+def _interval(record: CellRecord, values: Mapping[int, float]) -> dict[str, Any]:
     """The cell's mean and metric-aware interval from its seeds, else the interval its file recorded."""
-    task = record["task"]
-    found = scoring.cell_interval(values, str(task["metric"]), bool(task["higher_is_better"]))
-    if found is not None:
-        return found
-    summary = _dict(record["summary"])
+    found = scoring.cell_interval(values, record.task.metric, record.task.higher_is_better)
+    summary = record.summary
+    if found is not None or summary is None:  # an ok record has its summary
+        return found or {}
     keys = ("mean", "ci95_low", "ci95_high", "n")
-    return {**{k: summary[k] for k in keys}, "std": _num(summary.get("std")), "ci_method": "as recorded"}
+    return {**{k: getattr(summary, k) for k in keys}, "std": summary.std, "ci_method": "as recorded"}
 
 
-def _ok_fields(record: Mapping[str, Any], base: Mapping[str, Any] | None) -> dict[str, Any]:
-    costs, tuning = _dict(record["costs"]), _dict(record["tuning"])
-    base_summary = _dict(base.get("summary")) if base else {}
-    values = scoring.seed_values(record)
+def _ok_fields(record: CellRecord, base: CellRecord | None) -> dict[str, Any]:
+    costs, tuning = record.costs or Costs(), record.tuning or Tuning()  # an ok record has both
+    values = record.seed_values()
     interval = _interval(record, values)
     return {
         **interval,
         "ci_half": _half_width(interval["ci95_low"], interval["ci95_high"], interval["mean"]),
         "seed_values": values,
-        "vs_baseline": _comparison(record, _num(base_summary.get("mean"))),
-        "parameters": costs.get("parameters"),
-        **_kv(costs, _dict(base.get("costs")) if base else None),
-        "examples_per_second": _num(costs.get("examples_per_second")),
-        "peak_memory_bytes": _num(costs.get("peak_memory_bytes")),
-        "decode_tokens_per_second": _num(_dict(costs.get("kv_measured")).get("decode_tokens_per_second")),
-        "trials_finished": tuning.get("trials_finished"),
-        "trials_budget": tuning.get("trials_budget"),
-        "search_space": _dict(tuning.get("search_space")),
-        "tuned_value": _num(tuning.get("best_value")),
+        "vs_baseline": _comparison(record, base.summary.mean if base and base.summary else None),
+        "parameters": costs.parameters,
+        **_kv(costs, base.costs if base else None),
+        "examples_per_second": costs.examples_per_second,
+        "peak_memory_bytes": costs.peak_memory_bytes,
+        "decode_tokens_per_second": costs.kv_measured.decode_tokens_per_second if costs.kv_measured else None,
+        "trials_finished": tuning.trials_finished,
+        "trials_budget": tuning.trials_budget,
+        "search_space": dict(tuning.search_space or {}),
+        "tuned_value": tuning.best_value,
         "defaults_value": _defaults_value(tuning),
         **_params(record),
-        "seeds": list(record.get("seeds") or []),
-        "budget": budget.verdict(record, base) if base and base["cell_id"] != record["cell_id"] else None,
+        "seeds": list(record.seeds or []),
+        "budget": budget.verdict(record, base) if base and base.cell_id != record.cell_id else None,
         "seed_decision": seed_decision(record, base),
     }
 
 
-def seed_decision(record: Mapping[str, Any], base: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def seed_decision(record: CellRecord, base: CellRecord | None) -> dict[str, Any] | None:
     """How the cell's seed count was decided: its comparison with QKV under the run's group-sequential design
     ({decision, n_used, reason}); None for fixed seeds, the QKV cell itself, or a record without the design."""
-    design = _dict(record.get("seed_design"))
-    margin = _num(_dict(record.get("task")).get("equivalence_margin"))
-    looks, seeds = design.get("looks"), design.get("seeds")
-    if not base or base["cell_id"] == record["cell_id"] or not looks or not seeds or margin is None:
+    design, margin = record.seed_design, record.task.equivalence_margin
+    if not base or base.cell_id == record.cell_id or not design or not design.looks or not design.seeds:
         return None
-    from bench.run.adaptive import comparison_look, seed_values
-
+    if margin is None:
+        return None
     try:
-        design = adaptive_design(looks, str(design.get("spending") or "pocock"))
-        look = comparison_look(seed_values(record), seed_values(base), [int(s) for s in seeds], design,
-                               float(margin), bool(record["task"]["higher_is_better"]))  # fmt: skip
-    except (TypeError, ValueError) as exc:  # a hand-edited design: say so instead of failing the page
+        look = comparison_look(record.seed_values(), base.seed_values(), design.seeds,
+                               adaptive_design(design.looks, design.spending or "pocock"), margin,
+                               record.task.higher_is_better)  # fmt: skip
+    except ValueError as exc:  # a hand-edited design: say so instead of failing the page
         return {"decision": "unknown", "n_used": None, "reason": f"the recorded seed design is unusable: {exc}"}
     return {"decision": look.decision, "n_used": look.n_used, "reason": look.reason}
 
 
-def seeds_note(records: Sequence[Mapping[str, Any]]) -> str:
+def seeds_note(records: Sequence[CellRecord]) -> str:
     """How the cells' seed counts were chosen, for the page's methods."""
-    found = {(tuple(d.get("looks") or ()), str(d.get("spending") or "pocock"))
-             for d in (_dict(r.get("seed_design")) for r in records)}  # fmt: skip
+    found = {(tuple(d.looks or ()), d.spending or "pocock") for d in (r.seed_design or SeedDesign() for r in records)}
     designs = sorted(d for d in found if d[0])
     if not designs:
         return "Seeds: every cell ran its suite's fixed seeds."
@@ -237,37 +225,35 @@ def seeds_note(records: Sequence[Mapping[str, Any]]) -> str:
             "seeds.")  # fmt: skip
 
 
-def adaptive_design(looks: Sequence[Any], spending: str) -> Any:
-    from bench.run.adaptive import design_of
-
-    return design_of([int(n) for n in looks], spending)
+def adaptive_design(looks: Sequence[int], spending: str) -> Any:
+    return design_of(looks, spending)
 
 
-def make_row(record: Mapping[str, Any], stale_reason: str | None, base: Mapping[str, Any] | None) -> dict[str, Any]:
+def make_row(record: CellRecord, stale_reason: str | None, base: CellRecord | None) -> dict[str, Any]:
     """One table row from one record; `base` is the group's QKV record (or None)."""
-    task, variant = record["task"], record["variant"]
-    status = record["status"]
+    task, variant = record.task, record.variant
+    status = record.status
     row: dict[str, Any] = {
-        "cell_id": record["cell_id"],
-        "anchor": "cell-" + slug(record["cell_id"]),
-        "task": task["id"],
+        "cell_id": record.cell_id,
+        "anchor": "cell-" + slug(record.cell_id),
+        "task": task.id,
         "scale": scale_of(record),
-        "suite": str(record.get("suite") or ""),
-        "variant": variant["id"],
-        "display_name": variant["display_name"],
-        "ablates": str(variant.get("ablates") or "") or None,
-        "variant_fields": {k: str(v) for k, v in sorted(variant.items()) if k not in ("id", "display_name")},
+        "suite": record.suite or "",
+        "variant": variant.id,
+        "display_name": variant.display_name,
+        "ablates": variant.ablates or None,
+        "variant_fields": {k: str(v) for k, v in variant.to_dict().items() if k not in ("id", "display_name")},
         "status": status,
         "state": "stale" if stale_reason and status == "ok" else status,
-        "reason": record.get("reason") if status != "ok" else None,
+        "reason": record.reason if status != "ok" else None,
         "stale_reason": stale_reason,
-        "metric": task["metric"],
-        "higher_is_better": task["higher_is_better"],
-        "config": _dict(record.get("config")),
-        "data_source": _dict(record.get("data_source")) or None,
-        "provenance": _dict(record.get("provenance")),
-        "created_at": str(record.get("created_at") or ""),
-        "mlflow_url": mlflow_url(record),
+        "metric": task.metric,
+        "higher_is_better": task.higher_is_better,
+        "config": dict(record.config or {}),
+        "data_source": (record.data_source.to_dict() if record.data_source else {}) or None,
+        "provenance": record.provenance.to_dict() if record.provenance else {},
+        "created_at": record.created_at or "",
+        "mlflow_url": mlflow_url(record.mlflow),
         "rank": None,
         **_heads(record),
     }
@@ -281,8 +267,8 @@ def competes(row: Mapping[str, Any]) -> bool:
     return row["state"] == "ok" and not row.get("ablates")
 
 
-def is_ablation(record: Mapping[str, Any]) -> bool:
-    return bool(_dict(record.get("variant")).get("ablates"))
+def is_ablation(record: CellRecord) -> bool:
+    return bool(record.variant.ablates)
 
 
 def _order_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -321,41 +307,41 @@ def _group_order(key: tuple[str, str]) -> tuple[Any, ...]:
     return (*_task_order(key[0]), -SCALE_RANK.get(key[1], 0), key[1])
 
 
-def _pick(records: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+def _pick(records: Sequence[CellRecord]) -> CellRecord | None:
     """The record to read when several fresh ok cells share a task, scale and variant: most seeds, newest."""
     if not records:
         return None
-    return max(records, key=lambda r: (r["summary"]["n"], str(r.get("created_at") or ""), r["cell_id"]))
+    return max(records, key=lambda r: (r.summary.n if r.summary else 0, r.created_at or "", r.cell_id))
 
 
-def _fresh_ok(records: Sequence[Mapping[str, Any]], stale: Mapping[str, str]) -> list[Mapping[str, Any]]:
-    return [r for r in records if r["status"] == "ok" and r["cell_id"] not in stale]
+def _fresh_ok(records: Sequence[CellRecord], stale: Mapping[str, str]) -> list[CellRecord]:
+    return [r for r in records if r.ok and r.cell_id not in stale]
 
 
-def primary_scales(records: Sequence[Mapping[str, Any]], stale: Mapping[str, str]) -> dict[str, str]:
+def primary_scales(records: Sequence[CellRecord], stale: Mapping[str, str]) -> dict[str, str]:
     """task id -> the largest scale with fresh results: the one the overview, plots' ranks and claims read."""
     scales: dict[str, set[str]] = defaultdict(set)
     for record in _fresh_ok(records, stale):
-        scales[record["task"]["id"]].add(scale_of(record))
+        scales[record.task.id].add(scale_of(record))
     return {task: min(found, key=lambda s: (-SCALE_RANK.get(s, 0), s)) for task, found in scales.items()}
 
 
 def current_cells(
-    records: Sequence[Mapping[str, Any]], stale: Mapping[str, str], ablations: bool = False
-) -> dict[str, dict[str, Mapping[str, Any]]]:
+    records: Sequence[CellRecord], stale: Mapping[str, str], ablations: bool = False
+) -> dict[str, dict[str, CellRecord]]:
     """task id -> variant id -> the fresh ok record at the task's primary scale (what the claims read).
 
     Ablations are left out unless `ablations` (the ablation report reads them beside their variants).
     """
     primary = primary_scales(records, stale)
-    found: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    found: dict[tuple[str, str], list[CellRecord]] = defaultdict(list)
     for record in _fresh_ok(records, stale):
         if is_ablation(record) and not ablations:
             continue
-        task = record["task"]["id"]
+        task = record.task.id
         if scale_of(record) == primary[task]:
-            found[(task, record["variant"]["id"])].append(record)
-    out: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
+            found[(task, record.variant.id)].append(record)
+    out: dict[str, dict[str, CellRecord]] = defaultdict(dict)
     for (task, variant), candidates in sorted(found.items()):
         chosen = _pick(candidates)
         if chosen is not None:
@@ -363,25 +349,22 @@ def current_cells(
     return dict(out)
 
 
-def read_baseline(record: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The task's trivial baseline as a record carries it, cleaned; None when absent or without a number.
-
-    Args:
-        record: One cell result; `record["baseline"]` holds name, value, others, note and learn_margin.
+def read_baseline(raw: TrivialBaseline | None) -> dict[str, Any] | None:
+    """The task's trivial baseline as a record carries it (`record.baseline`), cleaned; None when absent or
+    without a number.
 
     Returns:
         {name, value, others (name -> number), note, learn_margin (None when not recorded)}, or None.
     """
-    raw = record.get("baseline")
-    if not isinstance(raw, Mapping) or _num(raw.get("value")) is None:
+    if raw is None or raw.value is None:
         return None
-    margin = _num(raw.get("learn_margin"))
-    others = {str(k): v for k, v in sorted(_dict(raw.get("others")).items()) if _num(v) is not None}
+    margin = raw.learn_margin
+    others = {str(k): v for k, v in sorted((raw.others or {}).items()) if _num(v) is not None}
     return {
-        "name": str(raw.get("name") or "baseline"),
-        "value": raw["value"],
+        "name": raw.name or "baseline",
+        "value": raw.value,
         "others": others,
-        "note": str(raw.get("note") or ""),
+        "note": raw.note or "",
         "learn_margin": margin if margin is not None and margin >= 0 else None,
     }
 
@@ -433,45 +416,41 @@ def learn_gate(
     return {**out, "status": status, "learns": learns, "threshold": threshold, "reason": reason}
 
 
-def _group_baseline(
-    base: Mapping[str, Any] | None, members: Sequence[Mapping[str, Any]]
-) -> tuple[dict[str, Any] | None, str | None]:
+def _group_baseline(base: CellRecord | None, members: Sequence[CellRecord]) -> tuple[dict[str, Any] | None, str | None]:
     """The group's trivial baseline (the QKV record's, else the first other record's), or why it failed."""
     ordered = [base] if base is not None else []
-    ordered += sorted(members, key=lambda r: (r["status"] != "ok", r["cell_id"]))
-    found = next((b for r in ordered if (b := read_baseline(r)) is not None), None)
-    errors = (_dict(r.get("baseline")).get("error") for r in ordered)
-    return found, next((str(e) for e in errors if e), None)
+    ordered += sorted(members, key=lambda r: (not r.ok, r.cell_id))
+    found = next((b for r in ordered if (b := read_baseline(r.baseline)) is not None), None)
+    errors = (r.baseline.error if r.baseline else None for r in ordered)
+    return found, next((e for e in errors if e), None)
 
 
-def measures_text(task: Mapping[str, Any], rows: list[dict[str, Any]]) -> str:
+def measures_text(task: TaskInfo, rows: list[dict[str, Any]]) -> str:
     """What a task's verdict measures, in words: speed (steps to its target, with the cap and the median share
     of the cap its fits trained: what stopping at the target saved) or its metric at the budget."""
-    target = task.get("speed_target")
-    if task.get("measures") == "speed" and isinstance(target, Mapping):
-        cap = target.get("cap")
+    target = task.speed_target
+    if task.measures == "speed" and target is not None:
+        cap = target.cap
         steps = sorted(v for r in rows for v in (r.get("seed_values") or {}).values())
         share = f"; its fits trained a median {statistics.median(steps) / cap:.0%} of the cap" if steps and cap else ""
-        return (f"measures speed: steps until validation {target.get('metric')} first reaches {target.get('target')}, "
-                f"looked at every {target.get('every')} steps, each fit stopping there; a fit that never does "
+        return (f"measures speed: steps until validation {target.metric} first reaches {target.target}, "
+                f"looked at every {target.every} steps, each fit stopping there; a fit that never does "
                 f"counts at the cap, {cap or 'the fit length in'} steps, and is flagged censored{share}")  # fmt: skip
     return "measures the metric at the budget (a plateau is out of reach here), each verdict labelled stable or moving"
 
 
-def _group(
-    key: tuple[str, str], members: list[dict[str, Any]], stale: Mapping[str, str], primary: bool
-) -> dict[str, Any]:
+def _group(key: tuple[str, str], members: list[CellRecord], stale: Mapping[str, str], primary: bool) -> dict[str, Any]:
     fresh = _fresh_ok(members, stale)
-    base = _pick([r for r in fresh if r["variant"]["id"] == BASELINE])
-    rows = sorted((make_row(r, stale.get(r["cell_id"]), base) for r in members), key=_order_key)
-    task = (fresh or sorted(members, key=lambda r: r["cell_id"]))[0]["task"]
+    base = _pick([r for r in fresh if r.variant.id == BASELINE])
+    rows = sorted((make_row(r, stale.get(r.cell_id), base) for r in members), key=_order_key)
+    task = (fresh or sorted(members, key=lambda r: r.cell_id))[0].task
     baseline, error = _group_baseline(base, members)
-    hib = bool(task["higher_is_better"])
-    base_row = next((r for r in rows if base and r["cell_id"] == base["cell_id"]), None)
+    hib = task.higher_is_better
+    base_row = next((r for r in rows if base and r["cell_id"] == base.cell_id), None)
     bound = None  # below 3 seeds the interval (t with 1 degree of freedom) says nothing: the mean is held
     if base_row and (base_row.get("n") or 0) >= GATE_MIN_SEEDS:
         bound = _num(base_row.get("ci95_low" if hib else "ci95_high"))
-    gate = learn_gate(baseline, float(base["summary"]["mean"]) if base else None, hib, bound)
+    gate = learn_gate(baseline, float(base.summary.mean) if base and base.summary else None, hib, bound)
     if baseline is None and error:
         gate["reason"] += f" (computing it failed: {error})"
     _compare_rows(rows)
@@ -484,13 +463,13 @@ def _group(
         "task": task_id,
         "scale": scale,
         "primary": primary,
-        "metric": task["metric"],
-        "higher_is_better": task["higher_is_better"],
-        "direction": "higher is better" if task["higher_is_better"] else "lower is better",
-        "family": str(task.get("family") or ""),
+        "metric": task.metric,
+        "higher_is_better": task.higher_is_better,
+        "direction": "higher is better" if task.higher_is_better else "lower is better",
+        "family": task.family or "",
         "measures": measures_text(task, [r for r in rows if r["status"] == "ok"]),
-        "causal": bool(task.get("causal")),
-        "task_version": str(task.get("version") or ""),
+        "causal": bool(task.causal),
+        "task_version": task.version or "",
         "baseline_present": base is not None,
         "trivial_baseline": baseline,
         "gate": gate,
@@ -500,11 +479,11 @@ def _group(
     }
 
 
-def make_groups(records: list[dict[str, Any]], stale: Mapping[str, str]) -> list[dict[str, Any]]:
+def make_groups(records: Sequence[CellRecord], stale: Mapping[str, str]) -> list[dict[str, Any]]:
     """One group per (task, scale), in the study's task order then largest scale first; rows best-first."""
-    by_key: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    by_key: dict[tuple[str, str], list[CellRecord]] = defaultdict(list)
     for record in records:
-        by_key[(record["task"]["id"], scale_of(record))].append(record)
+        by_key[(record.task.id, scale_of(record))].append(record)
     primary = primary_scales(records, stale)
     groups = [
         _group(key, by_key[key], stale, primary.get(key[0]) == key[1]) for key in sorted(by_key, key=_group_order)
@@ -565,6 +544,6 @@ def left_out(groups: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     }
 
 
-def gated(cells: Cells, excluded: Mapping[str, str]) -> dict[str, dict[str, Mapping[str, Any]]]:
+def gated(cells: Cells, excluded: Mapping[str, str]) -> dict[str, dict[str, CellRecord]]:
     """`cells` without the tasks in `excluded` (see `left_out`): what the claims and the paper read."""
     return {task: dict(by_variant) for task, by_variant in cells.items() if task not in excluded}

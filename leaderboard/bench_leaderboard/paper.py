@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bench_record import CellRecord
+
 from .model import BASELINE, Cells
 
 PAPER_SCALE = "paper"  # our scale whose configs follow the paper's
@@ -69,7 +71,7 @@ def reported_gain(task: str, variant: str, base: str) -> float | None:
     return None if a is None or b is None else round(a - b, 3)
 
 
-def comparability(cells: Mapping[str, Mapping[str, Any]]) -> tuple[bool, list[str]]:
+def comparability(cells: Mapping[str, CellRecord]) -> tuple[bool, list[str]]:
     """Whether one task's results can stand beside the paper's, and why not.
 
     Args:
@@ -83,30 +85,29 @@ def comparability(cells: Mapping[str, Mapping[str, Any]]) -> tuple[bool, list[st
         return False, ["no results"]
     reasons: set[str] = set()
     for record in cells.values():
-        found = record.get("data_source")
-        source: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
-        if source.get("kind") == "proxy":
-            reasons.add(f"proxy data ({source.get('name') or 'unnamed'})")
-        scale = str(record.get("scale") or "")
+        source = record.data_source
+        if source is not None and source.kind == "proxy":
+            reasons.add(f"proxy data ({source.name or 'unnamed'})")
+        scale = record.scale or ""
         if scale != PAPER_SCALE:
             reasons.add(f"scale {scale or 'unknown'} (the paper's is {PAPER_SCALE!r})")
     return not reasons, sorted(reasons)
 
 
-def _ours(record: Mapping[str, Any] | None) -> float | None:
-    return float(record["summary"]["mean"]) if record else None
+def _ours(record: CellRecord | None) -> float | None:
+    return float(record.summary.mean) if record and record.summary else None
 
 
-def _accuracy(record: Mapping[str, Any] | None) -> float | None:
+def _accuracy(record: CellRecord | None) -> float | None:
     """A cell's mean test accuracy: its primary metric, or beside it where the task measures steps to a target
     (the study reports accuracy after a fixed budget; a speed task's fit stops at its target)."""
-    if not record or record.get("task", {}).get("measures") != "speed":
+    if not record or record.task.measures != "speed":
         return _ours(record)
-    values = [e["test"]["accuracy"] for e in record.get("per_seed") or [] if "accuracy" in e.get("test", {})]
+    values = [fit.test["accuracy"] for fit in record.per_seed or () if "accuracy" in fit.test]
     return sum(values) / len(values) if values else None
 
 
-def lm_change(cells: Mapping[str, Mapping[str, Any]], variant: str) -> float | None:
+def lm_change(cells: Mapping[str, CellRecord], variant: str) -> float | None:
     """Our perplexity change vs QKV on the LM task, in percent; None when either is missing."""
     base, mine = _ours(cells.get(BASELINE)), _ours(cells.get(variant))
     if base is None or mine is None or base == 0:

@@ -1,17 +1,18 @@
 """The board's statistics: metric-aware intervals, paired tests with BH stars, tie-aware ranks, aggregates.
 
-The numbers come from `bench.stats`; this module only maps rows (see `model.make_row`) onto them.
-Each row carries `seed_values` (seed -> test metric); rows from older result files without per-seed
-values keep the interval their file recorded.
+The numbers come from `bench_record.stats` (the comparison with QKV from `bench_record.compare`, as bench
+computes it); this module only maps rows (see `model.make_row`) onto them. Each row carries `seed_values`
+(seed -> test metric, `CellRecord.seed_values`); rows from older result files without per-seed values keep
+the interval their file recorded.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench import stats
+from bench_record import stats
+from bench_record.compare import paired_with
 
 FDR = 0.05
 INTERVAL_NOTE = (
@@ -31,19 +32,6 @@ RANK_NOTE = (
 )
 
 
-def seed_values(record: Mapping[str, Any]) -> dict[int, float]:
-    """seed -> the primary test metric, from `per_seed`; {} when the record has none usable."""
-    metric = str(record.get("task", {}).get("metric") or record.get("summary", {}).get("metric") or "")
-    out: dict[int, float] = {}
-    for entry in record.get("per_seed") or []:
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("test"), Mapping):
-            continue
-        value, seed = entry["test"].get(metric), entry.get("seed")
-        if isinstance(seed, int) and isinstance(value, int | float) and math.isfinite(value):
-            out[seed] = float(value)
-    return out
-
-
 def cell_interval(values: Mapping[int, float], metric: str, higher_is_better: bool) -> dict[str, Any] | None:
     """{mean, ci95_low, ci95_high, n, std, ci_method} on the metric's interval scale, or None without seeds."""
     if not values:
@@ -56,8 +44,7 @@ def cell_interval(values: Mapping[int, float], metric: str, higher_is_better: bo
 def comparison(row: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any] | None:
     """The row's paired comparison with the QKV row on the metric's test scale; None without shared seeds."""
     mine, theirs = row.get("seed_values") or {}, base.get("seed_values") or {}
-    scale = stats.metric_scale(str(row["metric"]), bool(row["higher_is_better"]))
-    c = stats.paired(dict(mine), dict(theirs), scale)
+    c = paired_with(mine, theirs, str(row["metric"]), bool(row["higher_is_better"]))
     if c is None:
         return None
     relative = c.mean_diff / base["mean"] if base.get("mean") else None
@@ -92,7 +79,7 @@ def _pair_test(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[float, float
     mine, theirs = a.get("seed_values") or {}, b.get("seed_values") or {}
     if len(set(mine) & set(theirs)) < 2:
         return None
-    c = stats.paired(dict(mine), dict(theirs), stats.metric_scale(str(a["metric"]), bool(a["higher_is_better"])))
+    c = paired_with(mine, theirs, str(a["metric"]), bool(a["higher_is_better"]))
     if c is None:
         return None
     if c.p_value is None and c.scale_diff != 0:  # zero spread, a constant difference: as decided as it gets

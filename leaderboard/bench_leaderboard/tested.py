@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from bench import stats
+from bench_record import CellRecord, stats
+from bench_record.schema import SeedFit
 
 from . import budget
 from .model import BASELINE, Cells
 from .paper import PAPER_NAMES, reported_gain
-from .scoring import seed_values
 
 HELD, NOT_HELD, INCONCLUSIVE = "held", "not held", "inconclusive"
 ALPHA = 0.05
@@ -45,12 +46,12 @@ def _diffs(cells: Cells, task: str, a: str, b: str) -> tuple[list[float], list[f
     group = cells.get(task, {})
     if a not in group or b not in group:
         return None
-    x, y = seed_values(group[a]), seed_values(group[b])
+    x, y = group[a].seed_values(), group[b].seed_values()
     seeds = sorted(set(x) & set(y))
     if len(seeds) < 2:
         return None
-    task_info = group[a]["task"]
-    scale = stats.metric_scale(str(task_info["metric"]), bool(task_info["higher_is_better"]))
+    task_info = group[a].task
+    scale = stats.metric_scale(task_info.metric, task_info.higher_is_better)
     t = stats.to_scale(scale)
     return [t(x[s]) - t(y[s]) for s in seeds], [x[s] - y[s] for s in seeds], scale
 
@@ -85,7 +86,7 @@ def _directional(cells: Cells, pairs: Sequence[tuple[str, str, str]], expect: st
         if found is None:
             return _missing(f"{task}: {_name(a)} vs {_name(b)}: fewer than 2 shared seeds or a missing cell")
         z, natural, scale = found
-        hib = bool(cells[task][a]["task"]["higher_is_better"])
+        hib = cells[task][a].task.higher_is_better
         worse_if_positive = not hib
         sup, con = _one_sided(z, worse_if_positive if expect == "worse" else not worse_if_positive)
         mean, sd = _mean_sd(z)
@@ -137,7 +138,7 @@ def _equivalent(cells: Cells, tasks: Sequence[str], a: str, b: str, margin: floa
 
 
 def _synthetic(cells: Cells) -> list[str]:
-    return sorted(t for t, g in cells.items() if g and next(iter(g.values()))["task"].get("family") == "synthetic")
+    return sorted(t for t, g in cells.items() if g and next(iter(g.values())).task.family == "synthetic")
 
 
 def _average_equivalent(cells: Cells, tasks: Sequence[str], a: str, b: str, margin: float, shown: str) -> Test:
@@ -147,12 +148,12 @@ def _average_equivalent(cells: Cells, tasks: Sequence[str], a: str, b: str, marg
     ran = [t for t in tasks if a in cells.get(t, {}) and b in cells.get(t, {})]
     if len(ran) < len(tasks):
         return _missing(f"{a} vs {b}: missing on {', '.join(sorted(set(tasks) - set(ran)))}")
-    per_task = {t: (seed_values(cells[t][a]), seed_values(cells[t][b])) for t in ran}
+    per_task = {t: (cells[t][a].seed_values(), cells[t][b].seed_values()) for t in ran}
     seeds = sorted(set.intersection(*(set(x) & set(y) for x, y in per_task.values())))
     if len(seeds) < 2:
         return _missing(f"fewer than 2 seeds common to {_name(a)} and {_name(b)} on every task")
-    like = cells[ran[0]][a]["task"]
-    t = stats.to_scale(stats.metric_scale(str(like["metric"]), bool(like["higher_is_better"])))
+    like = cells[ran[0]][a].task
+    t = stats.to_scale(stats.metric_scale(like.metric, like.higher_is_better))
     averages = [sum(t(x[s]) - t(y[s]) for x, y in per_task.values()) / len(ran) for s in seeds]
     test = _equivalent({"average": {a: _values_record(cells[ran[0]][a], averages, seeds),
                                     b: _values_record(cells[ran[0]][b], [0.0] * len(seeds), seeds)}},
@@ -167,11 +168,10 @@ def _average_equivalent(cells: Cells, tasks: Sequence[str], a: str, b: str, marg
     return {**test, "lines": lines, "pairs": [(t, a, b) for t in ran]}
 
 
-def _values_record(like: Mapping[str, Any], values: Sequence[float], seeds: Sequence[int]) -> dict[str, Any]:
+def _values_record(like: CellRecord, values: Sequence[float], seeds: Sequence[int]) -> CellRecord:
     """A record shaped like `like` whose seeds hold `values` (how an average is handed to the per-task tests)."""
-    metric = like["task"]["metric"]
-    return {**like, "task": {**like["task"], "metric": metric},
-            "per_seed": [{"seed": s, "test": {metric: v}} for s, v in zip(seeds, values, strict=True)]}  # fmt: skip
+    metric = like.task.metric
+    return replace(like, per_seed=tuple(SeedFit(seed=s, test={metric: v}) for s, v in zip(seeds, values, strict=True)))
 
 
 def _non_inferior(cells: Cells, task: str, a: str, b: str, margin: float) -> Test:
@@ -181,7 +181,7 @@ def _non_inferior(cells: Cells, task: str, a: str, b: str, margin: float) -> Tes
     if found is None:
         return _missing(f"{task}: {_name(a)} vs {_name(b)}: fewer than 2 shared seeds or a missing cell")
     z, natural, scale = found
-    worse_if_positive = not bool(cells[task][a]["task"]["higher_is_better"])
+    worse_if_positive = not cells[task][a].task.higher_is_better
     shifted = [(v - margin) if worse_if_positive else (v + margin) for v in z]
     support, contra = _one_sided(shifted, not worse_if_positive)
     mean, sd = _mean_sd(z)
@@ -227,7 +227,7 @@ def _pair_over_tasks(cells: Cells, pairs: Sequence[tuple[str, str, str]]) -> Tes
         if found is None:
             continue
         z, _, scale = found
-        sign = 1 if cells[task][plus]["task"]["higher_is_better"] else -1
+        sign = 1 if cells[task][plus].task.higher_is_better else -1
         mean = sign * sum(z) / len(z)
         gains.append(mean)
         _, sd = _mean_sd(z)
@@ -341,7 +341,7 @@ def read_as(cells: Cells, pairs: Sequence[tuple[str, str, str]]) -> str:
     budget on the others, or both, each with its tasks."""
     kinds: dict[str, list[str]] = {}
     for task in dict.fromkeys(t for t, _, _ in pairs):
-        speed = cells[task][next(iter(cells[task]))]["task"].get("measures") == "speed"
+        speed = cells[task][next(iter(cells[task]))].task.measures == "speed"
         kinds.setdefault(SPEED if speed else AT_BUDGET, []).append(task)
     if len(kinds) < 2:
         return next(iter(kinds), AT_BUDGET)
@@ -380,7 +380,7 @@ def _gap(cells: Cells, task: str, a: str, b: str) -> dict[str, Any] | None:
     found = _diffs(cells, task, a, b)
     if found is None:
         return None
-    sign = 1 if cells[task][a]["task"]["higher_is_better"] else -1
+    sign = 1 if cells[task][a].task.higher_is_better else -1
     s = stats.summarize([sign * d for d in found[1]])
     return {"mean": s.mean, "low": s.ci95_low, "high": s.ci95_high, "n": s.n,
             "below": s.ci95_high < 0, "above": s.ci95_low > 0}  # fmt: skip

@@ -53,7 +53,7 @@ def run_context(
                 for problem in tracker.problems:
                     console.print(f"[yellow]{escape(problem)}[/]", highlight=False)
         except Exception as exc:  # MLflow observes: without it the run goes on, and says so
-            from bench.record.tracking import redact
+            from bench_record.uris import redact
 
             console.print(f"[yellow]MLflow unavailable ({type(exc).__name__}: {redact(str(exc))[:200]}); "
                           "running without tracking[/]")  # fmt: skip

@@ -6,8 +6,8 @@ renders HTML. `summarize` and `paired` keep their original meaning (a plain Stud
 when called without a scale, so older callers read the same figures.
 """
 
-from bench.stats.aggregate import BOOT_REPS, Aggregate, aggregate, iqm, normalise, probability_of_improvement
-from bench.stats.intervals import (
+from bench_record.stats.aggregate import BOOT_REPS, Aggregate, aggregate, iqm, normalise, probability_of_improvement
+from bench_record.stats.intervals import (
     CLAMP,
     METHODS,
     Paired,
@@ -19,7 +19,7 @@ from bench.stats.intervals import (
     summarize_metric,
     to_scale,
 )
-from bench.stats.sequential import (
+from bench_record.stats.sequential import (
     Design,
     Look,
     boundaries,
@@ -29,7 +29,7 @@ from bench.stats.sequential import (
     expected_seeds,
     power,
 )
-from bench.stats.testing import Equivalence, bh_adjust, holm_adjust, n_for_power, tost
+from bench_record.stats.testing import Equivalence, bh_adjust, holm_adjust, n_for_power, tost
 
 __all__ = [
     "BOOT_REPS",
