@@ -174,3 +174,16 @@ def test_the_dependency_check_finds_an_import_of_bench(tmp_path: Path, monkeypat
     (tmp_path / "bench_record" / "__init__.py").write_text("def f():\n    from bench.run import cells\n")
     monkeypatch.setitem(PACKAGES, "bench_record", tmp_path)
     assert "bench_record imports bench.run.cells" in _reaching("bench_record", ("bench",))
+
+
+def test_the_tests_mirror_the_rooms() -> None:
+    """Each test file sits in the folder of the room (or plug-in package) it tests; only the house-wide
+    checks stand at the top."""
+    tests = ROOT / "tests"
+    rooms = {p.name for p in tests.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    code = set(ROOMS[1:-1]) | {"stats", "leaderboard", "tasks", "variants"}
+    assert rooms <= code, f"test folders that mirror no room or package: {sorted(rooms - code)}"
+    assert {"record", "fit", "plan", "measure", "run"} <= rooms
+    assert sorted(p.name for p in tests.glob("test_*.py")) == ["test_guide.py", "test_layout.py"]
+    for room in rooms:
+        assert ast.get_docstring(ast.parse((tests / room / "__init__.py").read_text())), room

@@ -24,7 +24,7 @@ all ranks at once (each step's loss value is the whole batch's); anything else t
 (its time limit, a hook between steps) ends in rank 0's `finally`, which stops every helper. A
 helper that fails sends its error to rank 0, which raises `RankFailed` naming it.
 
-Measured against one process (`tests/test_ddp.py`: the reverse task at smoke scale, 2 CPU processes,
+Measured against one process (`tests/fit/test_ddp.py`: the reverse task at smoke scale, 2 CPU processes,
 lr 1e-2): the same steps; after 40 steps val and test accuracy and loss identical, after 100 steps
 accuracy identical and loss within 3e-7 relative. The test allows 1e-3 absolute on accuracy and
 1e-3 relative on loss. Randomness drawn inside a training step (dropout, augmentation) comes from

@@ -3,8 +3,8 @@
 Each check is a small function of (spec, config) that returns what it saw, raises `NotApplicable`
 when the variant declares it does not do that thing, and raises anything else on failure.
 `run_checks` runs every one in its own try/except, so one failure never hides the others.
-The same properties are asserted over the registry by tests/test_variant_contract.py and
-tests/test_kv_cache.py; this module lets a single variant be checked, even before it is packaged.
+The same properties are asserted over the registry by tests/variants/test_variant_contract.py and
+tests/variants/test_kv_cache.py; this module lets a single variant be checked, even before it is packaged.
 """
 
 from __future__ import annotations

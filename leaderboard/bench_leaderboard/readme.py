@@ -4,7 +4,7 @@ Each page that shows figures holds one generated block between `BEGIN` and `END`
 pages and the function that renders each block from `Figures`: the board (`leaderboard/leaderboard.json`,
 built from `cells/*.json`) and `bench perf`'s records (`perf/*.json`). `sync_all` writes every block (or,
 with `check`, only says which differ); `bench readme` runs it, `make run` calls it after the suites, and
-tests/test_readme.py fails when a committed page and the committed results disagree.
+tests/leaderboard/test_readme.py fails when a committed page and the committed results disagree.
 """
 
 from __future__ import annotations

@@ -303,7 +303,7 @@ class MQARTask(DigitTask):
 
 # Caps: twice the slowest study variant's steps to the target in a 480-step run on the tuning seed's
 # validation split, with the task's default settings (`bench converge --task T --steps 480`; the records are
-# in `convergence/`, and tests/test_speed.py checks every cap against its record). REVERSE and SWAP need
+# in `convergence/`, and tests/tasks/test_speed.py checks every cap against its record). REVERSE and SWAP need
 # attention to route every token; SORT to count; SUB and COPY are per-position maps at a lower learning rate.
 _ROUTING = dataclasses.replace(_SCALES["default"], n_train=2560)
 REVERSE = DigitTask("reverse", capped(_ROUTING, 120))

@@ -1,4 +1,4 @@
-"""Two misbehaving third-party variants for tests/test_faults.py, registered through a dist-info folder.
+"""Two misbehaving third-party variants for tests/run/test_faults.py, registered through a dist-info folder.
 
 Both compute exactly what QKV computes (same module, same parameter names, so the paired seeds give them
 QKV's initial values) and add one fault through a hook on the attention module:

@@ -10,8 +10,7 @@ from bench_tasks.backbones.gpt import GPT, GPTConfig, lm_loss
 from bench_tasks.backbones.vit import vit
 from bench_variants.base import VariantSpec
 from bench_variants.presets import QKV
-
-from .conftest import small_config_for
+from tests.conftest import small_config_for
 
 
 def test_padding_is_masked_out_of_the_lm_loss() -> None:

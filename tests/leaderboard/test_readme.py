@@ -18,7 +18,7 @@ import pytest
 
 from bench_leaderboard.readme import BEGIN, END, PAGES, Figures, render, sync, sync_all
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 ALL_PAGES = [README, *DOCS]

@@ -9,8 +9,7 @@ from torch import nn
 from bench_variants import presets as P
 from bench_variants.base import AttentionConfig, replace, sinusoid_1d, sinusoid_relative
 from bench_variants.grid import SharedProjectionAttention, SharedProjectionVariant, Tie
-
-from .conftest import ALL_SPECS
+from tests.conftest import ALL_SPECS
 
 GRID = [s for s in ALL_SPECS if isinstance(s, SharedProjectionVariant)]
 CONFIG = AttentionConfig(d_model=32, n_heads=4)

@@ -14,7 +14,7 @@ from bench_record import SCHEMA_VERSION, CellRecord, SchemaError
 from bench_record import schema as schema_mod
 from bench_record.compare import with_baseline
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = sorted((ROOT / "results" / "cells").glob("*.json"))
 
 

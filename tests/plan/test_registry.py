@@ -10,8 +10,7 @@ import torch
 from bench.registry import VARIANTS_GROUP, UnknownNameError, variants
 from bench_tasks.backbones.gpt import GPTConfig
 from bench_variants.base import AttentionConfig
-
-from .conftest import PLUGIN_SITE, REGISTRY
+from tests.conftest import PLUGIN_SITE, REGISTRY
 
 
 def _entries(*extra: tuple[str, str]) -> list[EntryPoint]:

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from bench_variants.base import AttentionConfig, VariantSpec
-
-from .conftest import small_config_for
+from tests.conftest import small_config_for
 
 
 def _inputs(config: AttentionConfig, batch: int = 2, seq: int = 7) -> torch.Tensor:

@@ -9,7 +9,7 @@ import pytest
 from bench_leaderboard import budget
 from bench_leaderboard import tested as tested_mod
 from bench_leaderboard.build import render_html
-from tests.test_leaderboard import LOW5, Q5, board, group, record, typed
+from tests.leaderboard.test_leaderboard import LOW5, Q5, board, group, record, typed
 
 STEPS = (5, 10, 20, 40)
 
@@ -77,7 +77,7 @@ def test_a_claim_on_a_moving_verdict_is_inconclusive(half: float, status: str) -
 
 def test_variants_that_ran_few_tasks_are_never_ranked_beside_those_that_ran_many() -> None:
     """MQA on the LM alone (1 of 3 ranked tasks) sits in its own list, however well it did there."""
-    from tests.test_leaderboard import DIGITS, LM_QKV, REV_QKV
+    from tests.leaderboard.test_leaderboard import DIGITS, LM_QKV, REV_QKV
 
     lm_best = [19.0, 19.1, 19.05]
     records = [

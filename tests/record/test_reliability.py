@@ -266,7 +266,7 @@ def test_an_attempt_that_never_returns_is_counted_and_an_ok_cell_forgets_its_att
         store.start_attempt("../escape", progress=0)
 
 
-# --- plugins and ids (the table of hostile inputs through the CLI is tests/test_hostile.py) ----------
+# --- plugins and ids (the table of hostile inputs through the CLI is tests/run/test_hostile.py) ----------
 
 
 def test_a_task_plugin_whose_prepare_crashes_fails_only_its_own_task(tmp_path: Path) -> None:

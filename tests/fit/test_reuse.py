@@ -19,7 +19,7 @@ from bench.registry import tasks as task_registry
 from bench.registry import variants as variant_registry
 from bench.run.cells import RunContext, run_cell
 from bench.run.progress import RunProgress
-from tests.test_task_lm import tiny_kjv  # the LM task on a tiny generated corpus
+from tests.tasks.test_task_lm import tiny_kjv  # the LM task on a tiny generated corpus
 
 SUITE = Suite("reuse", tasks=("lm",), variants=("qkv", "qkv-int8", "tied-kv"), scale="smoke", trials=0, seeds=(0, 1))
 

@@ -35,7 +35,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # about 4 minutes of subprocess runs
 
-FAULTS = Path(__file__).resolve().parent / "faults"
+FAULTS = Path(__file__).resolve().parents[1] / "faults"
 SUITE = ("--suite", "smoke", "--tasks", "sub", "--trials", "2", "--seeds", "0,1", "--epochs", "4")
 RUN_TIMEOUT = 240.0  # seconds one run may take (about 15 s here)
 KILLED = -signal.SIGKILL

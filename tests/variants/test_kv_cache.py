@@ -8,8 +8,7 @@ import torch
 from bench.measure.costs import measure_decoding
 from bench_tasks.backbones.gpt import GPT, GPTConfig, held_bytes
 from bench_variants.base import VariantSpec
-
-from .conftest import small_config_for
+from tests.conftest import small_config_for
 
 # (heads, head dim, layers): several shapes so a layout that is only right by accident fails
 SHAPES = [(4, 8, 2), (8, 4, 3), (16, 2, 1)]

@@ -1,0 +1,1 @@
+"""The plan room: the registries, the cell matrix and what makes its cells decide."""

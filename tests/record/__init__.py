@@ -1,0 +1,1 @@
+"""The record room: the results store, its faults and recovery, MLflow, the cell record's schema."""

@@ -1,0 +1,1 @@
+"""The statistics (bench_record.stats): intervals, tests, aggregates, the sequential design."""

@@ -1,0 +1,1 @@
+"""The variant plugins (bench_variants): the contract, the study's grid, KV caches."""
