@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench_record.compare import BASELINE
+
 VERSION = "1"
 FILE = Path("analytic") / "study_shape.json"
 TOKENS = 4  # decoded per variant: the bytes per token are exact from the first token on
@@ -32,7 +34,7 @@ def measure(variant_ids: list[str] | None = None) -> dict[str, Any]:
     one_block = decoder.config(vocab_size=256, context=64, n_layers=1, d_model=study.d_model, n_heads=study.n_heads)
     ids = variant_ids or [n for n in registry.names() if registry.origin(n) == BUILTIN_DISTRIBUTION]
     rows: dict[str, Any] = {}
-    for vid in sorted(ids, key=lambda v: (v != "qkv", v)):
+    for vid in sorted(ids, key=lambda v: (v != BASELINE, v)):
         spec = registry.get(vid)
         if spec.ablates():
             continue
@@ -48,7 +50,7 @@ def measure(variant_ids: list[str] | None = None) -> dict[str, Any]:
         else:
             row["decoding"] = "not a decoding variant (the paper uses it on non-causal tasks only)"
         rows[vid] = row
-    base = rows.get("qkv", {}).get("bytes_held_per_token_per_layer")
+    base = rows.get(BASELINE, {}).get("bytes_held_per_token_per_layer")
     for row in rows.values():
         held = row.get("bytes_held_per_token_per_layer")
         row["reduction_measured"] = 1 - held / base if held is not None and base else None

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from bench.fit.tuning import TUNING_SEED, default_params, optim_config
 from bench.record.provenance import now, provenance
 from bench.record.store import write_json_atomic
+from bench_record.compare import BASELINE
 
 if TYPE_CHECKING:
     from bench_tasks.base import SpeedTarget, Task, TaskConfig
@@ -107,7 +108,7 @@ def converge(
     for variant_id in variants:
         if on_variant:
             on_variant(variant_id)
-        spec, reference = registry.get(variant_id), registry.get("qkv")
+        spec, reference = registry.get(variant_id), registry.get(BASELINE)
         module, datamodule, _ = build(task, spec, base, optim_config(params), TUNING_SEED, data_dir, reference)
         datamodule.setup("fit")
         config = run_config(base, steps, len(datamodule.train_dataloader()))

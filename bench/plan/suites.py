@@ -9,6 +9,8 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bench_record.compare import BASELINE
+
 BUILTIN = "builtin"  # in `variants`: every variant registered by bench itself
 
 
@@ -43,7 +45,7 @@ class Suite:
     seeds: tuple[int, ...] = (0, 1)
     max_epochs: int | None = None
     max_steps: int | None = None
-    baseline: str = "qkv"
+    baseline: str = BASELINE
     devices: int | None = None
     looks: tuple[int, ...] = ()
     parent: Suite | None = None

@@ -12,6 +12,7 @@ from rich.table import Table
 from bench.console import make_console
 from bench.measure.costs import measure_decoding, parse_dtype, reduction_vs
 from bench.registry import BUILTIN_DISTRIBUTION, Registry, variants
+from bench_record.compare import BASELINE
 
 if TYPE_CHECKING:
     from bench.measure.decoder import DecoderConfig
@@ -67,7 +68,7 @@ def variants_table(heads: int, head_dim: int, layers: int, dtype_name: str) -> i
     dtype = parse_dtype(dtype_name)
     config = _config(heads, head_dim)
     registry = variants()
-    baseline = registry.get("qkv")
+    baseline = registry.get(BASELINE)
     rows: dict[str, tuple[tuple[Any, ...], list[str]]] = {}
     broken: list[str] = []
     references: list[str] = []

@@ -148,7 +148,7 @@ def gate_lines(console: Console, cells: list[Cell], results: dict[str, CellRecor
 
     for task in list({c.task.id: c.task for c in cells}.values()):
         records = [results[c.id] for c in cells if c.task.id == task.id and c.id in results]
-        base = next((r for r in records if r.variant.id == "qkv" and r.ok), None)
+        base = next((r for r in records if r.variant.id == cells[0].suite.baseline and r.ok), None)
         trivial = next((found for r in records if (found := read_baseline(r.baseline)) is not None), None)
         bound = None
         values = base.seed_values() if base else {}

@@ -18,13 +18,12 @@ from typing import Any
 from urllib.parse import quote
 
 from bench_record import CellRecord
-from bench_record.compare import comparison_look, design_of
+from bench_record.compare import BASELINE, comparison_look, design_of
 from bench_record.schema import Costs, MlflowRun, SeedDesign, TaskInfo, TrivialBaseline, Tuning
 from bench_record.uris import redact
 
 from . import budget, scoring
 
-BASELINE = "qkv"
 MLFLOW_UI = "http://127.0.0.1:5000"  # where `bench ui` serves MLflow by default
 SCALE_RANK = {"paper": 3, "default": 2, "smoke": 1}
 TASK_ORDER = (

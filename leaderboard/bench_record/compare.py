@@ -6,6 +6,8 @@
                     where its baseline cell is stale or absent)
     comparison_look the adaptive seeds' decision on a comparison (`bench_record.stats.sequential`)
 
+    BASELINE        the variant every other is compared with by default: the study's QKV
+
 Bounded metrics (higher is better) differ in metric units on the decision scale; perplexity (lower is better)
 by its log ratio, so an equivalence margin of m reads "within m points" or "within a factor 1 + m".
 """
@@ -18,6 +20,9 @@ from collections.abc import Mapping, Sequence
 from bench_record.schema import BaselineComparison, CellRecord
 from bench_record.stats.intervals import Paired, metric_scale, paired
 from bench_record.stats.sequential import Design, Look, decide
+
+#: the variant every other is compared with (a suite may name another: `Suite.baseline`)
+BASELINE = "qkv"
 
 #: Pocock's spending, not O'Brien-Fleming's: at 3 seeds (2 degrees of freedom) O'Brien-Fleming's first boundary
 #: asks for |t| > 75 and never stops a comparison there, so every cell would run the second look's seeds

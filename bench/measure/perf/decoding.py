@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from bench.fit.memory import PeakMemory
 from bench.measure.perf.common import PerfContext, Spread, calibrated, interleave, paired_ratios
+from bench_record.compare import BASELINE
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -55,7 +56,7 @@ class DecodingSettings:
     batch: int = 8
     new_tokens: int = 16
     sample_s: float = 0.3
-    baseline: str = "qkv"
+    baseline: str = BASELINE
     variants: tuple[str, ...] | None = None
 
 
