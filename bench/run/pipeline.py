@@ -41,49 +41,70 @@ def plan(suite: Suite, options: RunOptions) -> list[matrix.Cell]:
 
 
 def run(suite: Suite, options: RunOptions) -> int:
-    """Run (or, with dry_run, show) the suite; returns the process exit status."""
+    """Run (or, with dry_run, show) the suite; returns the process exit status.
+
+    The steps: survey the plan against the store (`_survey`), settle what needs no fit (`_settle`: cells
+    that gave up, tasks whose data failed, n/a cells; trivial baselines), run the rest in rounds of seeds
+    (`run_rounds`), then report: the summary, the analytic checks and the leaderboard.
+    """
     console = make_console()
     store = ResultStore(options.results)
-    cells = with_seed_plan(plan(suite, options), store, suite)
-    if not options.dry_run:
-        store.sweep_torn_writes()
-    _storage_ready(storage_url(options), options.results)
-    trials = report_run.trials_done(storage_url(options), cells)
-    if options.retry_failed and not options.dry_run:
-        for cell in cells:
-            store.forget_attempts(cell.id)
-    statuses = {cell.id: matrix.status(cell, store, trials.get(cell.id, 0)) for cell in cells}
-    for problem in (p for cell in cells for p in store.unreadable(cell.id)):
-        console.print(f"[yellow]unreadable:[/] {escape(problem)}; what it held is computed again", highlight=False)
-    report_run.matrix_table(console, cells, statuses, suite)
+    cells, statuses = _survey(suite, options, store, console)
     if options.dry_run:
         return 0
     started = time.perf_counter()
-    for cell in [c for c in cells if statuses[c.id] == "gave up"]:
-        _record_gave_up(store, cell, console)
-    todo = [c for c in cells if statuses[c.id] not in ("cached", "gave up")]
-    needed = list({c.task.id: c.task for c in todo if not c.na_reason}.values())
-    prepared = prepare_tasks(needed, options.data_dir) if needed else []
-    failed_data = {o.task: o.error for o in prepared if o.error}
+    todo = _settle(cells, statuses, store, options, console)
     timings: dict[str, float] = {"data_seconds": time.perf_counter() - started}
-    for cell in [c for c in todo if c.task.id in failed_data]:
-        _record_data_failure(store, cell, failed_data[cell.task.id])
-    todo = [c for c in todo if c.task.id not in failed_data]
-    _baselines(todo, store, options.data_dir, console)
-    from bench.record.tracking import NoTracker
-
-    recorder = RunContext(store, storage_url(options), NoTracker(), options.data_dir, RunProgress(console, 0))
-    for cell in [c for c in todo if c.na_reason]:  # recorded here: nothing to compute
-        run_cell(cell, recorder)
-    todo = [c for c in todo if not c.na_reason]
     if todo:
-        run_rounds(todo, [c for c in cells if c.task.id in {t.task.id for t in todo}], store, options, console)
+        tasks = {c.task.id for c in todo}
+        run_rounds(todo, [c for c in cells if c.task.id in tasks], store, options, console)
     timings["cells_seconds"] = time.perf_counter() - started - timings["data_seconds"]
     results = report_run.compare_with_baseline(store, cells, suite.baseline)
     report_run.summary_table(console, cells, results, timings)
     _analytic(options.results, console)
     build_leaderboard(options.results, console)
     return 1 if any(r.status == "failed" for r in results.values()) else 0
+
+
+def _survey(
+    suite: Suite, options: RunOptions, store: ResultStore, console: Any
+) -> tuple[list[matrix.Cell], dict[str, str]]:
+    """The plan's cells with the seeds they need now, and each one's status against the store (shown)."""
+    cells = with_seed_plan(plan(suite, options), store, suite)
+    if not options.dry_run:
+        store.sweep_torn_writes()
+        if options.retry_failed:
+            for cell in cells:
+                store.forget_attempts(cell.id)
+    _storage_ready(storage_url(options), options.results)
+    trials = report_run.trials_done(storage_url(options), cells)
+    statuses = {cell.id: matrix.status(cell, store, trials.get(cell.id, 0)) for cell in cells}
+    for problem in (p for cell in cells for p in store.unreadable(cell.id)):
+        console.print(f"[yellow]unreadable:[/] {escape(problem)}; what it held is computed again", highlight=False)
+    report_run.matrix_table(console, cells, statuses, suite)
+    return cells, statuses
+
+
+def _settle(
+    cells: list[matrix.Cell], statuses: dict[str, str], store: ResultStore, options: RunOptions, console: Any
+) -> list[matrix.Cell]:
+    """Record every cell that needs no fit (gave up, its task's data failed, n/a), make sure each task's
+    trivial baseline is stored; returns the cells left to fit."""
+    from bench.record.tracking import NoTracker
+
+    for cell in [c for c in cells if statuses[c.id] == "gave up"]:
+        _record_gave_up(store, cell, console)
+    todo = [c for c in cells if statuses[c.id] not in ("cached", "gave up")]
+    needed = list({c.task.id: c.task for c in todo if not c.na_reason}.values())
+    failed_data = {o.task: o.error for o in (prepare_tasks(needed, options.data_dir) if needed else []) if o.error}
+    for cell in [c for c in todo if c.task.id in failed_data]:
+        _record_data_failure(store, cell, failed_data[cell.task.id])
+    todo = [c for c in todo if c.task.id not in failed_data]
+    _baselines(todo, store, options.data_dir, console)
+    recorder = RunContext(store, storage_url(options), NoTracker(), options.data_dir, RunProgress(console, 0))
+    for cell in [c for c in todo if c.na_reason]:  # recorded here: nothing to compute
+        run_cell(cell, recorder)
+    return [c for c in todo if not c.na_reason]
 
 
 def with_seed_plan(cells: list[matrix.Cell], store: ResultStore, suite: Suite) -> list[matrix.Cell]:
