@@ -49,7 +49,7 @@ def save_states(store: ResultStore, cell_id: str, seed: int, params: dict[str, f
     """Keep a final fit's states (fitted with `params`) for the cells that train as this one."""
     import torch
 
-    from bench.record.store import atomic_file
+    from bench_record.files import atomic_file
 
     with atomic_file(states_path(store, cell_id, seed), "wb") as handle:
         torch.save({"params": params, "states": states}, handle)

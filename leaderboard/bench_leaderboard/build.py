@@ -14,9 +14,7 @@ import hashlib
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ import jinja2
 from markupsafe import Markup
 
 from bench_record import CellRecord
+from bench_record.files import atomic_file
 
 from . import budget, claims, model, paper, plots, scoring, tested
 from .load import load_analytic, load_results
@@ -287,17 +286,10 @@ def render_html(data: Mapping[str, Any]) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    """Write via a temp file of its own and rename, so a reader never sees half a page and two runs
+    """Written whole through a temp file of its own, so a reader never sees half a page and two runs
     writing the board at once each replace it whole (the last one wins)."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.chmod(name, 0o644)  # mkstemp makes files private; the board is meant to be shared
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write(text)
 
 
 def build_report(results_dir: Path, out_dir: Path | None = None, stale: Mapping[str, str] | None = None) -> Built:

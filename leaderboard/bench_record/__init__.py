@@ -5,6 +5,7 @@
     compare   derived values, computed once: the comparison with the baseline, the adaptive seeds' decision
     stats     intervals, paired tests, corrections, aggregates, group-sequential designs (numbers in, numbers out)
     uris      URIs without credentials
+    files     files written whole or not at all (results, kept states, the board's pages)
 
 Depends on numpy and scipy only, never on `bench` or `bench_leaderboard` (tests/test_layout.py checks it):
 bench writes records through it, the board reads them through it.

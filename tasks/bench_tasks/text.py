@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .base import DataError, DataSource
+from .idx import atomic_write
 
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
@@ -200,9 +201,7 @@ CORPORA["wikitext-2"] = Corpus("wikitext-2", _load_wikitext2)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(data))
 
 
 def corpus_dir(data_dir: Path, corpus: str) -> Path:
