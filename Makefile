@@ -16,15 +16,18 @@ TEST_APT := chromium chromium-driver
 
 # --no-compile: byte-compiling all ~24k installed modules takes over a minute on one core; each process
 # of a run compiles the few hundred modules it imports instead (the tests compile them all: see pytest)
+# -qq: pip says nothing but errors (a build's notices and this machine's index warnings are pages long)
 $(RUN_STAMP): pyproject.toml $(CONSTRAINTS)
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet --no-compile -c $(CONSTRAINTS) -e .
-	touch $@
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing bench into $(VENV) (versions pinned by $(CONSTRAINTS))"
+	@$(BIN)/python -m pip install -qq --upgrade pip setuptools wheel
+	@$(BIN)/python -m pip install -qq --no-compile -c $(CONSTRAINTS) -e .
+	@touch $@
 
 $(TEST_STAMP): $(RUN_STAMP)
-	$(BIN)/python -m pip install --quiet --no-compile -c $(CONSTRAINTS) -e ".[dev,postgres,ray]"
-	touch $@
+	@echo "installing the test tools and the Ray and PostgreSQL extras"
+	@$(BIN)/python -m pip install -qq --no-compile -c $(CONSTRAINTS) -e ".[dev,postgres,ray]"
+	@touch $@
 
 setup: $(RUN_STAMP)
 	@$(MAKE) --no-print-directory system-deps PACKAGES="$(RUN_APT)"
