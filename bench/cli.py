@@ -127,6 +127,19 @@ def _add_run_parser(commands: Any) -> None:
     run.add_argument("--retry-failed", action="store_true",
                      help="try again cells given up after failing 3 times (default: left failed)")  # fmt: skip
     run.set_defaults(handler=_cmd_run)
+    verify = commands.add_parser("verify", help="fit stored seeds again and compare them with their records")
+    verify.add_argument("--suite", default="default", help="the suite whose cells are verified (default: default)")
+    verify.add_argument("--cells", help="comma-separated cell ids (default: a random sample, see --sample)")
+    verify.add_argument("--sample", type=int, default=2, help="how many ok cells to draw at random (default 2)")
+    verify.add_argument("--pick", type=int, default=0, help="the seed of that draw (default 0)")
+    verify.add_argument("--seeds", help="seeds to refit per cell, e.g. 0,1 (default: each cell's first stored seed)")
+    verify.add_argument("--tolerance", type=float, default=1e-4,
+                        help="relative difference allowed where the record came from another device, thread count "
+                             "or torch/Lightning/numpy version (default 1e-4); on the record's own setup the fits "
+                             "must agree bit for bit")  # fmt: skip
+    verify.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
+    verify.add_argument("--data-dir", type=Path, default=None, help="data cache (default: $BENCH_DATA_DIR or ~/.cache)")
+    verify.set_defaults(handler=_cmd_verify)
 
 
 def _add_perf_parser(commands: Any) -> None:
@@ -227,6 +240,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
         ray=args.ray,
     )
     return run(suite, options)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0 when every refit matches its record (bit for bit on the record's setup), 1 when one differs."""
+    from bench.console import make_console
+    from bench.plan.suites import get_suite
+    from bench.run.pipeline import RunOptions
+    from bench.run.verify import DIFFERS, table, verify
+
+    try:
+        seeds = [int(s) for s in _names(args.seeds) or []] or None
+    except ValueError:
+        raise ValueError(f"--seeds {args.seeds!r}: give seed numbers separated by commas, e.g. --seeds 0,1") from None
+    options = RunOptions(results=args.results, data_dir=_data_dir(args), tracking_uri="none")
+    console = make_console()
+    checks = verify(get_suite(args.suite), options, list(_names(args.cells) or []), args.sample, args.pick, seeds,
+                    args.tolerance, console)  # fmt: skip
+    console.print(table(checks, args.tolerance))
+    return 1 if any(c.verdict == DIFFERS for c in checks) else 0
 
 
 def _cmd_perf(args: argparse.Namespace) -> int:

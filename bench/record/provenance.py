@@ -22,7 +22,8 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
-def _device() -> str:
+def device() -> str:
+    """The device fits run on now: a CUDA device's name, or the CPU with torch's thread count."""
     import torch
 
     if torch.cuda.is_available():
@@ -44,7 +45,7 @@ def provenance() -> dict[str, Any]:
         "git_sha": _git("rev-parse", "HEAD"),
         "git_dirty": bool(status) if status is not None else None,
         "packages": packages,
-        "device": _device(),
+        "device": device(),
         "python": platform.python_version(),
         "platform": platform.platform(),
     }

@@ -6,6 +6,7 @@
     executors   where cells run: this machine (`local`) or a Ray cluster (`ray`)
     progress    rich progress bars for cells and fits
     summary     the run's console tables: the matrix before, the comparison with the baseline after
+    verify      `bench verify`: stored seeds fitted again and compared with their records
     data        `bench data prepare`: each task's data materialised in the cache
 
 Imports every room below it (measure, plan, fit, record), the ground floor and `bench_record`.

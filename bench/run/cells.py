@@ -112,6 +112,11 @@ def _fit(cell: Cell, ctx: RunContext, params: dict[str, float], seed: int, run_i
                logger=logger, hooks=hooks, init_reference=_reference(cell), **kw)  # fmt: skip
 
 
+def refit(cell: Cell, ctx: RunContext, params: dict[str, float], seed: int) -> FitResult:
+    """One final fit of `cell` again, as its record's seed was fitted (`bench verify`), logged nowhere."""
+    return _fit(cell, ctx, params, seed, None, test=True)
+
+
 def _reference(cell: Cell) -> VariantSpec:
     """The variant whose initial values a cell's fits share (the suite's baseline: paired seeds)."""
     return variant_registry().get(cell.suite.baseline)
