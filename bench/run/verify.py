@@ -111,18 +111,25 @@ def verify(
     tolerance: float, console: Console,
 ) -> list[Check]:  # fmt: skip
     """Refit each chosen cell's seeds (its first stored seed unless `seeds`) and compare; nothing is written."""
+    from bench.options import storage_url
+    from bench.plan import matrix
+    from bench.plan.validate import check_data_dir
     from bench.record.provenance import device, provenance
     from bench.record.store import ResultStore
     from bench.record.tracking import NoTracker
+    from bench.registry import tasks, variants
     from bench.run.cells import RunContext, refit
     from bench.run.data import prepare_tasks
-    from bench.run.pipeline import plan, storage_url
     from bench.run.progress import RunProgress
 
     if tolerance < 0:
         raise ValueError(f"--tolerance {tolerance}: give 0 or a positive relative difference, e.g. 1e-4")
-    store = ResultStore(options.results)
-    cells = [c for c in plan(suite, options) if not c.na_reason]
+    if not (options.results / "cells").is_dir():
+        raise ValueError(f"{options.results} holds no cell results (no cells/ folder); `bench run` makes them")
+    check_data_dir(options.data_dir)
+    store = ResultStore(options.results)  # read only: no storage opened, no tracking, nothing written
+    expanded = matrix.expand(suite, tasks().resolve(list(suite.tasks)), matrix.resolve_variants(suite, variants()))
+    cells = [c for c in expanded if not c.na_reason]
     records = {c.id: store.record(c.id) for c in cells}
     chosen = choose(cells, records, ids, sample, pick)
     failed = [o for o in prepare_tasks(list({c.task.id: c.task for c in chosen}.values()), options.data_dir) if o.error]

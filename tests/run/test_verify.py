@@ -29,13 +29,15 @@ def test_one_seed_of_two_committed_cells_fits_again_bit_for_bit(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ids = [json.loads(_committed(task).read_text())["cell_id"] for task in ("copy", "sub")]
-    before = _files(RESULTS)
-    argv = ["verify", "--cells", ",".join(ids), "--seeds", "0", "--results", str(RESULTS), "--data-dir", str(tmp_path)]
+    results = tmp_path / "results"  # the committed records alone, as a fresh clone holds them (no databases)
+    shutil.copytree(RESULTS / "cells", results / "cells")
+    before = _files(results)
+    argv = ["verify", "--cells", ",".join(ids), "--seeds", "0", "--results", str(results), "--data-dir", str(tmp_path)]
     code = main(argv)
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.count(f"seed 0: {IDENTICAL}") == 2 and "same as the record's" in out
-    assert _files(RESULTS) == before  # verifying writes nothing
+    assert _files(results) == before  # verifying writes nothing, not even a database
 
 
 def test_a_record_its_refit_disagrees_with_is_named_and_fails(
@@ -63,6 +65,8 @@ def test_bad_input_names_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "--cells" in capsys.readouterr().err
     assert main(["verify", "--seeds", "first", *common]) == 2
     assert "--seeds 0,1" in capsys.readouterr().err
+    assert main(["verify", "--results", str(tmp_path / "empty"), "--data-dir", str(tmp_path)]) == 2
+    assert "`bench run` makes them" in capsys.readouterr().err
 
 
 def test_the_verdict_asks_bit_for_bit_on_the_records_setup_and_a_tolerance_elsewhere() -> None:
