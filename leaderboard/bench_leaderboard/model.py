@@ -23,6 +23,7 @@ from bench_record.schema import Costs, MlflowRun, SeedDesign, TaskInfo, TrivialB
 from bench_record.uris import redact
 
 from . import budget, scoring
+from .tuning_gap import tuning_gaps
 
 MLFLOW_UI = "http://127.0.0.1:5000"  # where `bench ui` serves MLflow by default
 SCALE_RANK = {"paper": 3, "default": 2, "smoke": 1}
@@ -142,8 +143,9 @@ TUNING_NOTE = (
     "candidates over the learning rate and warmup) on the validation split of seed 1,000,000, pruned by successive "
     "halving on the validation metric at T/8, T/4 and T/2 (speed tasks: a trial past the best trial's steps "
     "without reaching the target stops); each cell's seeds refit its own best settings. Each row's tuning column "
-    "shows its gap to QKV on that seed's validation split untuned (both at the defaults) and tuned (each at its "
-    "best), so a reader sees how much of a gap is tuning."
+    "shows its gap to QKV on that seed's validation split untuned (the variant at QKV's best settings: the trial of "
+    "its own study that ran them, so it costs no fit; pruned when it lost to the variant's own trials) and tuned "
+    "(each at its best), so a reader sees how much of a gap is tuning."
 )
 
 
@@ -184,6 +186,7 @@ def _ok_fields(record: CellRecord, base: CellRecord | None) -> dict[str, Any]:
         "tuned_value": tuning.best_value,
         "defaults_value": _defaults_value(tuning),
         **_params(record),
+        "tuning_gaps": tuning_gaps(tuning, base.tuning) if base and base.cell_id != record.cell_id else None,
         "seeds": list(record.seeds or []),
         "budget": budget.verdict(record, base) if base and base.cell_id != record.cell_id else None,
         "seed_decision": seed_decision(record, base),
@@ -285,17 +288,6 @@ def _compare_rows(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if row["status"] == "ok" and row.get("seed_values"):
             row["vs_baseline"] = scoring.comparison(row, base) or row["vs_baseline"]
-        row["tuning_gaps"] = _tuning_gaps(row, base)
-
-
-def _tuning_gaps(row: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, float] | None:
-    """The row's gap to QKV on the tuning seed's validation split, untuned (both at the task's defaults, trial 0)
-    and tuned (each at its own best trial): how much of a gap is tuning. None without both readings."""
-    values = [_num(r.get(k)) for r in (row, base) for k in ("defaults_value", "tuned_value")]
-    if row is base or any(v is None for v in values):
-        return None
-    mine_defaults, base_defaults, mine_tuned, base_tuned = values[0], values[2], values[1], values[3]
-    return {"untuned": mine_defaults - base_defaults, "tuned": mine_tuned - base_tuned}  # type: ignore[operator]
 
 
 def _task_order(task_id: str) -> tuple[int, str]:
