@@ -7,20 +7,20 @@ files, datamodules or the harness (pure torch). All of it is deterministic: no g
 - images: a linear probe on pixels (`linear_probe_accuracy`) and the majority class;
 - sets: the element farthest from the set's mean (`farthest_from_mean`);
 - anomaly maps: deviation from the mean good image (`deviation_maps`), scored by `auroc`;
-- text: count bigram and trigram models over the task's own (context, target) pairs (`count_lm`).
+- text: count bigram, trigram and 4-gram models over the task's own (context, target) pairs (`count_lm`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-VERSION = 1  # bump when any baseline here would give a different number (so stored ones are recomputed)
+VERSION = 2  # bump when any baseline here would give a different number (so stored ones are recomputed)
 IGNORE = -100  # targets with this value are not scored (as in `F.cross_entropy`)
 PROBE_RANK = 128  # principal components the linear probe reads
 
@@ -154,15 +154,18 @@ def auroc(scores_N: Tensor, labels_N: Tensor) -> float:
 # ----------------------------------------------------------------------------- count language models
 
 
-def window_ngrams(x_NC: Tensor, y_NC: Tensor, pad_NC: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(previous-but-one, previous, target) of every scored target of next-token windows, flattened.
+def window_ngrams(x_NC: Tensor, y_NC: Tensor, pad_NC: Tensor, order: int = 3) -> tuple[Tensor, ...]:
+    """The `order - 1` tokens before every scored target of next-token windows, oldest first, then the target.
 
-    The previous token is the input at the target's position; the one before exists only from the
-    second position of a window on (-1 at a window's start), as a model reading the window sees them.
+    The previous token is the input at the target's position; one further back exists only where the window
+    holds it (-1 before a window's start), as a model reading the window sees them.
     """
-    before_NC = torch.cat([torch.full_like(x_NC[:, :1], -1), x_NC[:, :-1]], dim=1)
     keep_NC = ~pad_NC
-    return before_NC[keep_NC], x_NC[keep_NC], y_NC[keep_NC]
+    columns = []
+    for back in range(order - 2, -1, -1):  # oldest context first
+        shifted_NC = torch.cat([torch.full_like(x_NC[:, :back], -1), x_NC[:, : x_NC.shape[1] - back]], dim=1)
+        columns.append(shifted_NC[keep_NC])
+    return (*columns, y_NC[keep_NC])
 
 
 def perplexity(logp_N: Tensor) -> float:
@@ -243,6 +246,10 @@ K_GRID: tuple[float, ...] = tuple(10.0**e for e in (-4, -3.5, -3, -2.5, -2, -1.5
 ALPHA_GRID: tuple[float, ...] = tuple(10.0**e for e in (-2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 2.5, 3))
 
 
+#: the count models `count_lm` fits, by order: 2 the bigram, 3 the trigram, 4 the 4-gram
+ORDER_NAMES = {2: "bigram", 3: "trigram", 4: "4-gram"}
+
+
 @dataclass(frozen=True)
 class CountLM:
     """Perplexities on test of the count models, with the smoothing chosen on validation."""
@@ -251,27 +258,37 @@ class CountLM:
     trigram: float
     k: float  # add-k of the bigram
     alpha: float  # pseudo-counts of the trigram, spread by the bigram
+    test: Mapping[int, float] = field(default_factory=dict)  # order -> test perplexity
+    val: Mapping[int, float] = field(default_factory=dict)  # order -> validation perplexity
 
 
 def count_lm(
-    train: tuple[Tensor, Tensor, Tensor],
-    val: tuple[Tensor, Tensor, Tensor],
-    test: tuple[Tensor, Tensor, Tensor],
+    train: Sequence[Tensor],
+    val: Sequence[Tensor],
+    test: Sequence[Tensor],
     vocab: int,
     k_grid: Sequence[float] = K_GRID,
     alpha_grid: Sequence[float] = ALPHA_GRID,
 ) -> CountLM:
-    """Count bigram (add-k) and trigram (Dirichlet-smoothed toward the bigram) models.
+    """Count n-gram models from the bigram up to the order of the columns given (`window_ngrams` output).
 
-    Each split is `window_ngrams` output (before, previous, target); the models are counted on train,
-    `k` then `alpha` are chosen by validation perplexity, and test perplexity is reported.
+    The bigram is add-k smoothed; each higher order is Dirichlet-smoothed toward the order below it (its
+    pseudo-counts spread by that model). `k` and each order's pseudo-counts are chosen by validation
+    perplexity, and the test perplexity of every order is reported.
     """
-    bigrams, trigrams = NGramCounter(train[1:], vocab), NGramCounter(train, vocab)
+    top = len(train)
     counted = {
-        name: (bigrams.counts(split[1:]), trigrams.counts(split)) for name, split in (("val", val), ("test", test))
-    }
-    k = best(k_grid, lambda k: perplexity(counted["val"][0].add_k(k, vocab)))
-    bigram = {name: pair.add_k(k, vocab) for name, (pair, _) in counted.items()}
-    alpha = best(alpha_grid, lambda a: perplexity(counted["val"][1].toward(bigram["val"], a)))
-    trigram = counted["test"][1].toward(bigram["test"], alpha)
-    return CountLM(perplexity(bigram["test"]), perplexity(trigram), k, alpha)
+        order: {name: NGramCounter(train[top - order :], vocab).counts(split[top - order :]) for name, split in
+                (("val", val), ("test", test))}
+        for order in range(2, top + 1)
+    }  # fmt: skip
+    k = best(k_grid, lambda k: perplexity(counted[2]["val"].add_k(k, vocab)))
+    logp = {2: {name: pair.add_k(k, vocab) for name, pair in counted[2].items()}}
+    alphas = {}
+    for order in range(3, top + 1):
+        here, below = counted[order], logp[order - 1]
+        alphas[order] = best(alpha_grid, lambda a, h=here["val"], b=below["val"]: perplexity(h.toward(b, a)))
+        logp[order] = {name: here[name].toward(below[name], alphas[order]) for name in ("val", "test")}
+    tests = {order: perplexity(split["test"]) for order, split in logp.items()}
+    vals = {order: perplexity(split["val"]) for order, split in logp.items()}
+    return CountLM(tests[2], tests.get(3, math.nan), k, alphas.get(3, math.nan), tests, vals)

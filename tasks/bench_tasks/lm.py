@@ -6,7 +6,13 @@ every position, so every token of the text is predicted exactly once; the last, 
 padded with end-of-text and its padding is masked out of the loss (the study's code scored padding).
 
 Metrics: `loss` (mean token NLL in nats), `perplexity` = exp(loss) and `bits_per_byte` = total NLL
-in bits / UTF-8 bytes of the scored text. `unigram_perplexity` gives the baseline a model must beat.
+in bits / UTF-8 bytes of the scored text, and the perplexity of the targets at each bucket of positions in
+the window (`perplexity@1-16`, `@17-64`, `@65-128`: a target at position p has p tokens of context), where
+what a sliding window or a shared cache costs at long range shows.
+
+The bar a model must clear is the count trigram counted on as many training tokens as a fit reads, the windows
+test seed 0 reads (budget-matched); the budget-matched bigram and 4-gram, and all three counted on the whole
+training split, are shown beside it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
@@ -62,6 +69,17 @@ def make_windows(ids: list[int], eot_id: int, context: int) -> tuple[Tensor, Ten
     y_NC = stream_S[1:].view(n_windows, context)
     pad_NC = (torch.arange(n_windows * context) >= n_targets).view(n_windows, context)
     return x_NC, y_NC, pad_NC
+
+
+#: the first position of each bucket the test perplexity is also reported over (positions count from 1)
+POSITION_BUCKETS = (1, 17, 65)
+
+
+def position_buckets(context: int) -> list[tuple[str, int, int]]:
+    """(name, first, last) of each bucket of target positions that a window of `context` holds, 1-based."""
+    starts = [p for p in POSITION_BUCKETS if p <= context]
+    ends = [nxt - 1 for nxt in starts[1:]] + [context]
+    return [(f"{first}-{last}", first, last) for first, last in zip(starts, ends, strict=True)]
 
 
 class LMDataModule(SplitDataModule):
@@ -113,7 +131,14 @@ def window_sums(net: nn.Module, token_bytes_V: Tensor, batch: list[Tensor]) -> t
     loss = lm_loss(logits_BTV.float(), y_BT, pad_BT)
     count = int((~pad_BT).sum())
     target_bytes = token_bytes_V[y_BT].masked_fill(pad_BT, 0).sum()
-    return loss, {"loss": (loss.detach() * count, count), "bytes_per_token": (target_bytes.float(), count)}
+    sums: Sums = {"loss": (loss.detach() * count, count), "bytes_per_token": (target_bytes.float(), count)}
+    if not net.training:  # the per-position losses cost a second pass over the logits: evaluation only
+        nll_BT = F.cross_entropy(logits_BTV.detach().float().transpose(1, 2), y_BT, reduction="none")
+        nll_BT = nll_BT.masked_fill(pad_BT, 0.0)
+        for name, first, last in position_buckets(x_BT.shape[1]):
+            kept = int((~pad_BT[:, first - 1 : last]).sum())
+            sums[f"loss@{name}"] = (nll_BT[:, first - 1 : last].sum(), kept)
+    return loss, sums
 
 
 def finalize_lm(means: dict[str, float]) -> dict[str, float]:
@@ -123,6 +148,9 @@ def finalize_lm(means: dict[str, float]) -> dict[str, float]:
     out = {"perplexity": math.exp(min(means["loss"], 700.0))}
     if means.get("bytes_per_token"):
         out["bits_per_byte"] = means["loss"] / math.log(2) / means["bytes_per_token"]
+    for name, value in means.items():
+        if name.startswith("loss@"):
+            out[f"perplexity@{name.removeprefix('loss@')}"] = math.exp(min(value, 700.0))
     return out
 
 
@@ -170,10 +198,13 @@ def unigram_perplexity(data_dir: Path, config: LMConfig, split: str = "val") -> 
 _SCALES: dict[Scale, LMConfig] = {
     # budgets cap the batches of the one epoch (not max_steps), so the epoch ends and validation runs
     "smoke": LMConfig(d_model=32, n_layers=1, n_heads=2, batch_size=16, context=32, limit_train_batches=8),
-    # many small steps learn fastest on one CPU thread: 800 x 8 x 32 bytes (7% of train) in ~5 s,
-    # scored on 1,024 windows (32K bytes) of each of val and test; lr 5e-3
+    # context 128 (the issue of verdicts that survive the budget asked for at least 128), 1,600 x 8 windows
+    # (1.6M bytes, 44% of train) in ~24 s on one thread: measured on the tuning seed's validation split (seed
+    # 1,000,000, lr 5e-3), QKV 5.52 against the budget-matched trigram's 7.21 and the full-split trigram's
+    # 6.56; at 800 batches QKV (7.48) did not beat the full-split trigram. Scored on 256 windows (32K bytes)
+    # of each of val and test.
     "default": LMConfig(
-        d_model=64, n_layers=2, n_heads=4, batch_size=8, context=32, limit_train_batches=800, eval_windows=1024
+        d_model=64, n_layers=2, n_heads=4, batch_size=8, context=128, limit_train_batches=1600, eval_windows=256
     ),
     # the study's 300M model (GPTConfig.study_300m); its 1,152 sequences per step need accumulation
     "paper": LMConfig(
@@ -194,13 +225,13 @@ class LMTask(Task):
     """Causal LM on real text (default: the King James Bible, bytes), perplexity lower is better."""
 
     id = "lm"
-    version = "1"
+    version = "2"
     family = "lm"
     metric = "perplexity"
     higher_is_better = False
     causal = True
     description = "causal language modelling, perplexity with padding masked (the study's section 3)"
-    learn_margin = 0.10  # relative: 10% below the count bigram's perplexity
+    learn_margin = 0.05  # relative: 5% below the budget-matched count trigram's perplexity
     equivalence_margin = 0.05  # "within a few percent" of QKV's perplexity (the study's +3.1% reads as equal)
 
     def optim_defaults(self) -> dict[str, float]:
@@ -237,22 +268,51 @@ class LMTask(Task):
         return self._config(config).context
 
     def baseline(self, data_dir: Path, config: TaskConfig) -> Baseline:
-        """A count bigram (add-k, k chosen on val) over the task's own windows; test perplexity.
+        """The count trigram counted on the training windows a fit reads (test seed 0's, in its order, as many as
+        its budget reads), smoothing chosen on val; test perplexity.
 
-        It scores exactly the model's targets: every test token once, padding excluded, and a trigram
-        (in `others`) sees two tokens back only where the window holds them.
+        It scores exactly the model's targets: every test token once, padding excluded, and an n-gram sees n - 1
+        tokens back only where the window holds them. `others` holds the budget-matched bigram and 4-gram and the
+        same models counted on the whole training split. The bar is the trigram, not the strongest of them: on the
+        KJV's bytes the 4-gram (4.54 on test) beats what a d=64 model learns from 1.6M bytes (QKV about 5.5), so a
+        4-gram bar would leave the LM ungated; the page shows it beside the bar, so a reader sees that margin.
         """
         cfg = self._config(config)
-        splits = split_tensors(self.datamodule(data_dir, cfg, seed=0))
-        ngrams = {split: baselines.window_ngrams(*tensors) for split, tensors in splits.items()}
+        datamodule = self.datamodule(data_dir, cfg, seed=0)
+        splits = split_tensors(datamodule)
+        seen = read_windows(datamodule, cfg.limit_train_batches, cfg.max_epochs)
         vocab = cached_tokenizer(cfg.tokenizer).vocab_size
-        fit = baselines.count_lm(ngrams["train"], ngrams["val"], ngrams["test"], vocab)
+        grams = {split: baselines.window_ngrams(*tensors, order=MAX_ORDER) for split, tensors in splits.items()}
+        matched = baselines.count_lm(baselines.window_ngrams(*seen, order=MAX_ORDER), grams["val"], grams["test"],
+                                     vocab)  # fmt: skip
+        full = baselines.count_lm(grams["train"], grams["val"], grams["test"], vocab)
+        others = {f"count {baselines.ORDER_NAMES[o]}": v for o, v in matched.test.items() if o != GATE_ORDER}
+        others.update({f"count {baselines.ORDER_NAMES[o]}, whole train split": v for o, v in full.test.items()})
         note = (
-            f"{cfg.corpus}, {cfg.tokenizer} tokens, context {cfg.context}: counted on {len(ngrams['train'][2])} "
-            f"train targets, add-k k={fit.k:g}, trigram pseudo-counts {fit.alpha:g} toward the bigram (chosen on "
-            f"val), {len(ngrams['test'][2])} test targets"
+            f"{cfg.corpus}, {cfg.tokenizer} tokens, context {cfg.context}: budget-matched, counted on the "
+            f"{len(seen[0])} train windows ({int((~seen[2]).sum())} targets) test seed 0 reads, of "
+            f"{len(splits['train'][0])}; add-k k={matched.k:g} for the bigram, each higher order's pseudo-counts "
+            f"toward the one below chosen on val; {len(grams['test'][-1])} test targets"
         )
-        return Baseline("count bigram", fit.bigram, {"count trigram": fit.trigram}, note)
+        return Baseline(f"count {baselines.ORDER_NAMES[GATE_ORDER]}", matched.test[GATE_ORDER], others, note)
+
+
+#: the order of the count n-gram the LM's bar is (the trigram: two tokens of context)
+GATE_ORDER = 3
+#: the highest order of the count n-gram baselines (the 4-gram: three tokens of context)
+MAX_ORDER = 4
+
+
+def read_windows(datamodule: LMDataModule, limit: int | float, epochs: int = 1) -> tuple[Tensor, ...]:
+    """The training windows a fit of `datamodule`'s seed reads, in the order it reads them: `limit` batches of
+    each of `epochs` epochs (a fraction of the epoch's batches when a float, as Lightning reads it)."""
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    batches = limit if isinstance(limit, int) else int(len(loader) * limit)
+    read: list[list[Tensor]] = []
+    for _ in range(max(1, epochs)):
+        read.extend(batch for _, batch in zip(range(batches), loader, strict=False))
+    return tuple(torch.cat(parts) for parts in zip(*read, strict=True))
 
 
 LM = LMTask()

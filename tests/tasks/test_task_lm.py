@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import collections
 import math
 import random
 import shutil
@@ -268,13 +269,31 @@ def test_lm_eval_scores_a_uniform_byte_model_at_8_bits(lm_eval_adapter: ModuleTy
 
 
 def _bits_per_byte(net: GPT, token_bytes_V: torch.Tensor, batches: Iterable[list[torch.Tensor]]) -> float:
-    totals = {"loss": [0.0, 0], "bytes_per_token": [0.0, 0]}
+    totals: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
     with torch.no_grad():
         for batch in batches:
             for name, (total, count) in window_sums(net, token_bytes_V, batch)[1].items():
                 totals[name][0] += float(total)
                 totals[name][1] += count
     return finalize_lm({name: total / count for name, (total, count) in totals.items()})["bits_per_byte"]
+
+
+def test_position_buckets_split_the_window_and_their_losses_add_up_to_the_loss() -> None:
+    from bench_tasks.lm import position_buckets
+
+    assert position_buckets(128) == [("1-16", 1, 16), ("17-64", 17, 64), ("65-128", 65, 128)]
+    assert position_buckets(32) == [("1-16", 1, 16), ("17-32", 17, 32)]
+    assert position_buckets(8) == [("1-8", 1, 8)]
+    torch.manual_seed(0)
+    net = GPT(GPTConfig(vocab_size=257, context=40, n_layers=1, d_model=16, n_heads=2), variants().get("qkv")).eval()
+    x_NC, y_NC, pad_NC = make_windows(list(range(100)), eot_id=256, context=40)  # the last window half padding
+    with torch.no_grad():
+        loss, sums = window_sums(net, torch.ones(257, dtype=torch.long), [x_NC, y_NC, pad_NC])
+    buckets = {name: sums[f"loss@{name}"] for name, _, _ in position_buckets(40)}
+    assert sum(count for _, count in buckets.values()) == 100  # every target in one bucket, padding in none
+    assert sum(float(total) for total, _ in buckets.values()) / 100 == pytest.approx(float(loss), rel=1e-5)
+    means = {name: float(total) / count for name, (total, count) in sums.items()}
+    assert finalize_lm(means)["perplexity@17-40"] == pytest.approx(math.exp(means["loss@17-40"]))
 
 
 def test_lm_eval_bits_per_byte_equal_the_tasks_own(lm_eval_adapter: ModuleType, tiny_kjv: Path) -> None:
