@@ -193,10 +193,11 @@ class DDPFitLoop(FitLoop):
         device: torch.device,
         logger: MetricLogger | None = None,
         hooks: Iterable[FitHooks] = (),
+        precision: str = "32-true",
     ) -> None:
         from torch.nn.parallel import DistributedDataParallel
 
-        super().__init__(module, datamodule, device, logger, hooks)
+        super().__init__(module, datamodule, device, logger, hooks, precision)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         ids = [device.index] if device.type == "cuda" else None
         # static_graph: the same parameters take part every step (unused ones included, found once);
@@ -445,7 +446,9 @@ def rank_zero(
             helper.conn.send(store.port)
         _join_group(0, spec.config.devices, store, device_of(0), spec.timeout_s)
         torch.set_num_threads(spec.threads)
-        yield DDPFitLoop(module, datamodule, device_of(0), logger, [_RankZeroHooks(hooks, device_of(0))])
+        yield DDPFitLoop(
+            module, datamodule, device_of(0), logger, [_RankZeroHooks(hooks, device_of(0))], spec.config.precision
+        )
         done = True
     except BaseException as error:
         failure = _helper_failure(helpers, error)
@@ -502,7 +505,9 @@ def _helper_main(rank: int, spec: FitSpec, build: Build, conn: Connection) -> No
     try:
         store = dist.TCPStore(HOST, conn.recv(), spec.config.devices, False, timedelta(seconds=spec.timeout_s))
         _join_group(rank, spec.config.devices, store, device_of(rank), spec.timeout_s)
-        loop = DDPFitLoop(module, datamodule, device_of(rank), hooks=[_Listen(device_of(rank))])
+        loop = DDPFitLoop(
+            module, datamodule, device_of(rank), hooks=[_Listen(device_of(rank))], precision=spec.config.precision
+        )
         loop.fit(spec.config, validate=not spec.test, fast_dev_run=spec.fast_dev_run,
                  curve=spec.test and not spec.fast_dev_run,
                  target=_task(spec).speed_target(spec.config))  # as rank 0's (bench.fit.train.fit)  # fmt: skip

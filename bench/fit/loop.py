@@ -5,7 +5,9 @@ It does what a Lightning `Trainer` did for our fits, in the same order and with 
 epoch, exact epoch means), so every result is the same number; it leaves out the Trainer's per-step
 machinery (hook dispatch, progress and result bookkeeping: about 1 ms of a 10 ms CPU step, `bench
 perf` shows the ratio to a bare loop). The data stay Lightning DataModules, and MLflow curves go
-through the same Lightning `MLFlowLogger` (`bench.record.tracking.batched_logger`).
+through the same Lightning `MLFlowLogger` (`bench.record.tracking.batched_logger`). A config's `precision`
+is what the Trainer's `precision=` did: "bf16-mixed" runs each forward pass and loss, training and scoring,
+under torch's bf16 autocast (`autocast`), with fp32 weights and an untouched optimizer.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -36,6 +38,21 @@ def curve_steps(total: int, points: int = CURVE_POINTS) -> tuple[int, ...]:
     if total < 1:
         return ()
     return tuple(sorted({max(1, round(total / 2**k)) for k in range(points)}))
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    """Where a forward pass and its loss run under `precision` (`bench_tasks.base.PRECISIONS`): "bf16-mixed" is
+    torch's bf16 autocast (its listed ops in bf16; weights, gradients and the optimizer's state stay fp32, so
+    backward and the step run outside it), "32-true" nothing at all, so an fp32 fit is what it always was."""
+    import torch
+
+    from bench_tasks.base import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"precision {precision!r} is not one of {', '.join(map(repr, PRECISIONS))} (Lightning's names)"
+        )
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16-mixed" else nullcontext()
 
 
 class Diverged(RuntimeError):
@@ -136,8 +153,11 @@ class FitLoop:
         device: torch.device,
         logger: MetricLogger | None = None,
         hooks: Iterable[FitHooks] = (),
+        precision: str = "32-true",
     ) -> None:
         self.module, self.datamodule, self.device = module.to(device), datamodule, device
+        self.precision = precision  # of every forward pass, training and scoring alike (`autocast`)
+        autocast(device, precision)  # an unknown one fails here, before any work
         #: a batch's loss to back-propagate; a data-parallel loop (`bench.fit.ddp`) puts its own here
         self.train_batch: Callable[[Any], torch.Tensor] = self.module.train_batch
         self.logger, self.hooks = logger, list(hooks)
@@ -236,7 +256,8 @@ class FitLoop:
 
         start = time.perf_counter()
         self.timings.first = start if self.timings.first is None else self.timings.first
-        loss = self.train_batch(batch)
+        with autocast(self.device, self.precision):
+            loss = self.train_batch(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.module.optim.grad_clip:
@@ -336,7 +357,7 @@ class FitLoop:
             self.module.train()
 
     def _score(self, stage: str, loader: Iterable[Any], limit: int | None) -> dict[str, float]:
-        with self._scoring():
+        with self._scoring(), autocast(self.device, self.precision):
             for batch in self._batches(loader, limit):
                 self.module.eval_batch(stage, batch)
         return self._epoch_metrics(stage)

@@ -69,7 +69,11 @@ def load_states(store: ResultStore, cell_id: str, seed: int, params: dict[str, f
 
 
 def evaluate(
-    built: tuple[TaskModule, L.LightningDataModule, DataSource], data_dir: Path, states: States, trained: dict[str, Any]
+    built: tuple[TaskModule, L.LightningDataModule, DataSource],
+    data_dir: Path,
+    states: States,
+    trained: dict[str, Any],
+    precision: str = "32-true",
 ) -> FitResult:
     """A final fit whose training is another's: `states` (that fit's curve points) loaded into the model
     `bench.fit.train.build` made for this variant and seed (`built`), and scored on the validation and test
@@ -78,7 +82,8 @@ def evaluate(
     import torch
 
     module, datamodule, source = built
-    loop = FitLoop(module, datamodule, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    loop = FitLoop(module, datamodule, device, precision=precision)  # scored as the trained fit scored itself
     datamodule.prepare_data()
     datamodule.setup("fit")
     datamodule.setup("test")

@@ -219,7 +219,7 @@ def fit(
         spec = FitSpec.of(task, variant, config, optim, seed, data_dir, test, fast_dev_run, init_reference)
         loops = rank_zero(spec, build, module, datamodule, logger, hooks or ())
     else:
-        loops = nullcontext(FitLoop(module, datamodule, device, logger=logger, hooks=hooks or ()))
+        loops = nullcontext(FitLoop(module, datamodule, device, logger, hooks or (), config.precision))
     limit = task.fit_time_limit(config)
     status = "failed"
     with (

@@ -112,7 +112,7 @@ def converge(
         module, datamodule, _ = build(task, spec, base, optim_config(params), TUNING_SEED, data_dir, reference)
         datamodule.setup("fit")
         config = run_config(base, steps, len(datamodule.train_dataloader()))
-        loop = FitLoop(module, datamodule, torch.device("cpu"))
+        loop = FitLoop(module, datamodule, torch.device("cpu"), precision=config.precision)
         loop.fit(config, validate=False, target=look_target, stop_at_target=False)
         runs[variant_id] = {**summarize(loop.looks, target.target), "looks": loop.looks}
     summaries = {v: {k: x for k, x in r.items() if k != "looks"} for v, r in runs.items()}

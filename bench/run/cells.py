@@ -219,7 +219,7 @@ def _final_fit(
     base = cell.trains_as
     if base and trained and (states := reuse.load_states(ctx.store, base.id, seed, params)):
         built = build(cell.task, cell.variant, cell.config, optim_config(params), seed, ctx.data_dir, _reference(cell))
-        result = reuse.evaluate(built, ctx.data_dir, states, trained)
+        result = reuse.evaluate(built, ctx.data_dir, states, trained, precision=cell.config.precision)
         return {**_seed_record(seed, params, result), "fit": f"evaluated on {base.id}"}
     kept: reuse.States | None = {} if cell.keep_states else None
     result = _fit(cell, ctx, params, seed, run_id, test=True, keep_states=kept)

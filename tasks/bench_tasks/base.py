@@ -144,6 +144,12 @@ class SpeedTarget:
 
 #: TaskConfig fields that say how a fit runs, not what it computes: left out of the cell id
 HOW_IT_RUNS = ("devices", "accelerator")
+#: the arithmetic a fit trains and scores in, by Lightning's names: fp32 throughout, or bf16 autocast around
+#: the forward pass and loss (weights, gradients and the optimizer's state stay fp32)
+PRECISIONS = ("32-true", "bf16-mixed")
+#: TaskConfig fields added after results were recorded: left out of the cell id at these values, so the ids of
+#: the cells that ran before them (at these values) stay
+LATER_DEFAULTS: dict[str, Any] = {"precision": "32-true"}
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,14 @@ class TaskConfig:
     devices: int = 1
     #: "gpu": each device is a GPU, so a cluster places the fit on a node that has them; "cpu" asks for none
     accelerator: str = "cpu"
+    #: one of `PRECISIONS`: "bf16-mixed" where `bench perf --only precision` measures it faster at an equal loss
+    #: (wide models on CPUs with fast bf16 products), "32-true" elsewhere; in the cell id away from "32-true"
+    precision: str = "32-true"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"{type(self).__name__}.precision {self.precision!r} is not one of "
+                             f"{', '.join(map(repr, PRECISIONS))} (Lightning's names): set one of those")  # fmt: skip
 
     @property
     def attention(self) -> AttentionConfig:
@@ -175,8 +189,10 @@ class TaskConfig:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict[str, Any]:
-        """`as_dict` without the fields that only say how a fit runs: what a cell id hashes."""
-        return {k: v for k, v in self.as_dict().items() if k not in HOW_IT_RUNS}
+        """`as_dict` without the fields that only say how a fit runs, nor the later fields at their old values
+        (`LATER_DEFAULTS`): what a cell id hashes."""
+        return {k: v for k, v in self.as_dict().items()
+                if k not in HOW_IT_RUNS and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}  # fmt: skip
 
 
 class Task(abc.ABC):

@@ -24,7 +24,7 @@ from torch import nn
 
 from bench.cli import main
 from bench.fit.memory import PeakMemory
-from bench.measure.perf import KINDS, attention, bare, decoding, hardware, harness
+from bench.measure.perf import KINDS, attention, bare, decoding, hardware, harness, precision
 from bench.measure.perf.common import PerfContext, Spread, interleave, write_result
 from bench.run.data import default_data_dir
 
@@ -187,6 +187,24 @@ def test_cli_quick_attention_writes_its_result_and_no_variant_is_far_slower(tmp_
         if robust_ratio(r["ratio"], r["ratio_of_best"]) > ATTENTION_LIMIT
     }
     assert not slow, f"variants above {ATTENTION_LIMIT}x plain SDPA: {slow}"
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_cli_quick_precision_times_both_precisions_per_task_beside_its_config(tmp_path: Path) -> None:
+    """Nothing timed is asserted: the ratios only have to be ratios, and the flag has to follow the verdict."""
+    assert main(["perf", "--quick", "--only", "precision", "--out", str(tmp_path), "--threads", "1"]) == 0
+    data = json.loads((tmp_path / "precision.json").read_text())
+    assert data["kind"] == "precision" and data["results"]["threads"] == 1
+    rows = data["results"]["tasks"]
+    assert {"reverse", "lm"} <= set(rows)
+    for task_id, row in rows.items():
+        assert row["ratio"]["median"] > 0 and row["ratio_of_best"] > 0, task_id
+        assert set(row["step_ms"]) == set(row["loss"]) == {"32-true", "bf16-mixed"}
+        assert row["config_precision"] == "32-true"  # every default config today
+        assert row["measured"] == precision.verdict(row["ratio"]["median"], *row["loss"].values())
+        assert (row["flag"] is None) == (row["measured"] == row["config_precision"])
+    assert precision.verdict(1.5, 2.0, 2.01) == "bf16-mixed"
+    assert precision.verdict(1.5, 2.0, 2.5) == precision.verdict(1.1, 2.0, 2.0) == "32-true"
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -10,10 +10,11 @@ in the machine's load falls on all of them alike, and results are ratios with th
     attention   forward+backward of every variant vs plain multi-head SDPA
     decoding    tokens/s through the real KV cache at long contexts, with the bytes it holds
     budget      a results folder's cell time per task and the share of work each saving mechanism spared
+    precision   each task's training step at fp32 and at bf16 autocast, beside the precision its config uses
 
 Importing this package imports no torch (`bench --help` stays instant).
 """
 
 from __future__ import annotations
 
-KINDS: tuple[str, ...] = ("harness", "hardware", "attention", "decoding", "budget")
+KINDS: tuple[str, ...] = ("harness", "hardware", "attention", "decoding", "budget", "precision")

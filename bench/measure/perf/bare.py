@@ -1,9 +1,10 @@
 """The bare PyTorch loop the harness is measured against: a task's own model and data, nothing else.
 
 It does what a fit's training steps do and nothing else: the task module's `evaluate` (the same loss
-the harness trains on), backward, gradient-norm clipping as `OptimConfig.grad_clip` asks, and the
-same (fused) AdamW step over the same parameter groups. It leaves out what only the harness does:
-metric bookkeeping and logging, the learning-rate schedule, hooks, validation.
+the harness trains on, under the config's `precision` as `bench.fit.loop.autocast` has it), backward,
+gradient-norm clipping as `OptimConfig.grad_clip` asks, and the same (fused) AdamW step over the same
+parameter groups. It leaves out what only the harness does: metric bookkeeping and logging, the
+learning-rate schedule, hooks, validation.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class BareSetup:
     config: TaskConfig
     grad_clip: float
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
 
 def build(
     task: Task, variant: VariantSpec, config: TaskConfig, optim: OptimConfig, data_dir: Path, seed: int
@@ -51,16 +56,20 @@ def build(
     return BareSetup(module, module.build_optimizer(), datamodule, config, optim.grad_clip)
 
 
-def step(setup: BareSetup, batch: Any) -> None:
-    """One training step: loss, backward, clip, AdamW."""
+def step(setup: BareSetup, batch: Any) -> torch.Tensor:
+    """One training step: loss (under the config's precision), backward, clip, AdamW; returns the loss, detached."""
     import torch
 
-    loss, _ = setup.module.evaluate(batch)
+    from bench.fit.loop import autocast
+
+    with autocast(setup.device, setup.config.precision):
+        loss, _ = setup.module.evaluate(batch)
     setup.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if setup.grad_clip:
         torch.nn.utils.clip_grad_norm_(setup.module.parameters(), setup.grad_clip)
     setup.optimizer.step()
+    return loss.detach()
 
 
 def train_batches(setup: BareSetup) -> Iterator[Any]:

@@ -134,7 +134,7 @@ def _peak_contenders(options: HardwareSettings) -> dict[str, Callable[[], float]
 
 @dataclass
 class _TaskStep:
-    step: Callable[[], None]
+    step: Callable[[], Any]
     flops: int
     flops_by_op: dict[str, int]
 
