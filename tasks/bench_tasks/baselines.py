@@ -12,6 +12,7 @@ files, datamodules or the harness (pure torch). All of it is deterministic: no g
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -154,7 +155,7 @@ def auroc(scores_N: Tensor, labels_N: Tensor) -> float:
 # ----------------------------------------------------------------------------- count language models
 
 
-def window_ngrams(x_NC: Tensor, y_NC: Tensor, pad_NC: Tensor, order: int = 3) -> tuple[Tensor, ...]:
+def window_ngrams(x_NC: Tensor, y_NC: Tensor, pad_NC: Tensor, *, order: int = 3) -> tuple[Tensor, ...]:
     """The `order - 1` tokens before every scored target of next-token windows, oldest first, then the target.
 
     The previous token is the input at the target's position; one further back exists only where the window
@@ -262,6 +263,10 @@ class CountLM:
     val: Mapping[int, float] = field(default_factory=dict)  # order -> validation perplexity
 
 
+def _toward_perplexity(counts: NGramCounts, prior_logp: Tensor, alpha: float) -> float:
+    return perplexity(counts.toward(prior_logp, alpha))
+
+
 def count_lm(
     train: Sequence[Tensor],
     val: Sequence[Tensor],
@@ -287,7 +292,7 @@ def count_lm(
     alphas = {}
     for order in range(3, top + 1):
         here, below = counted[order], logp[order - 1]
-        alphas[order] = best(alpha_grid, lambda a, h=here["val"], b=below["val"]: perplexity(h.toward(b, a)))
+        alphas[order] = best(alpha_grid, functools.partial(_toward_perplexity, here["val"], below["val"]))
         logp[order] = {name: here[name].toward(below[name], alphas[order]) for name in ("val", "test")}
     tests = {order: perplexity(split["test"]) for order, split in logp.items()}
     vals = {order: perplexity(split["val"]) for order, split in logp.items()}
