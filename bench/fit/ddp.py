@@ -241,6 +241,10 @@ class DDPFitLoop(FitLoop):
         self.module.reduce_sums(stage, self._all_sum)
         return super()._epoch_metrics(stage)
 
+    def test_items(self) -> dict[str, Tensor]:
+        """None: this rank scored only its shards of the test batches, so a data-parallel fit records no item scores."""
+        return {}
+
     def _all_sum(self, sums: dict[str, list[float]]) -> dict[str, list[float]]:
         """Each metric's [sum, count] added up over the ranks; a rank that scored no batch adds nothing."""
         every: list[Any] = [None] * self.world

@@ -383,6 +383,11 @@ class FitLoop:
             self.curve[-1]["test"] = metrics  # the end of the curve is the fit's test score
         return metrics
 
+    def test_items(self) -> dict[str, torch.Tensor]:
+        """metric -> what the last test pass got right per test item (bool, in the test split's fixed order), for a
+        task that keeps per-item values (`TaskModule.item_scores`); {} otherwise."""
+        return self.module.item_scores("test")
+
     def close(self, status: str = "success") -> None:
         """Write the curve points still held by the logger."""
         if self.logger:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.fit.loop import FitLoop
 from bench.fit.memory import PeakMemory
-from bench.fit.train import FitResult
+from bench.fit.train import FitResult, item_record
 
 if TYPE_CHECKING:
     import lightning as L
@@ -73,12 +73,13 @@ def evaluate(
     data_dir: Path,
     states: States,
     trained: dict[str, Any],
+    metric: str,
     precision: str = "32-true",
 ) -> FitResult:
     """A final fit whose training is another's: `states` (that fit's curve points) loaded into the model
     `bench.fit.train.build` made for this variant and seed (`built`), and scored on the validation and test
     splits in the order `bench.fit.train.fit` scores them; `trained` is that fit's record, whose training
-    figures are this one's."""
+    figures are this one's; the last state's test pass gives its item scores of the task's primary `metric`."""
     import torch
 
     module, datamodule, source = built
@@ -105,5 +106,6 @@ def evaluate(
         data_source=source.public(data_dir),
         eval_seconds=eval_seconds,
         curve=curve,
+        item_scores=item_record(metric, loop.test_items()),
         **{name: trained[name] for name in TRAINING_FIGURES},
     )

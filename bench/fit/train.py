@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +16,7 @@ from bench.fit.memory import PeakMemory
 
 if TYPE_CHECKING:
     import lightning as L
-    from torch import nn
+    from torch import Tensor, nn
 
     from bench_tasks.base import DataSource, OptimConfig, Task, TaskConfig
     from bench_tasks.module import TaskModule
@@ -43,6 +43,18 @@ class FitResult:
     curve: list[dict[str, Any]] = field(default_factory=list)
     #: a speed task's validation metric at every look ({"step", "val"}), up to the step that reached its target
     looks: list[dict[str, Any]] = field(default_factory=list)
+    #: what the final test pass got right per test item, packed (`bench_record.schema.ItemScores`, see `item_record`);
+    #: None for a task whose primary metric is no per-item accuracy, a data-parallel fit, a fast dev run or tuning
+    item_scores: dict[str, Any] | None = None
+
+
+def item_record(metric: str, items: Mapping[str, Tensor]) -> dict[str, Any] | None:
+    """A seed record's `item_scores`: the per-item values of the task's primary `metric` from `FitLoop.test_items`,
+    packed; None when the fit kept none of it (perplexity, AUROC, steps to a target: see `bench_tasks.module`)."""
+    from bench_record.schema import ItemScores
+
+    values = items.get(metric)
+    return None if values is None else ItemScores.pack(metric, values.numpy()).to_dict()
 
 
 class FitTimeout(RuntimeError):
@@ -237,6 +249,7 @@ def fit(
             speed = loop.speed_metrics()  # a speed task's steps to its target: the primary metric of both splits
             val = {**val, **speed}
             test_metrics = {**loop.test(fast_dev_run), **speed} if test else {}
+            items = loop.test_items() if test and not fast_dev_run else {}  # a dev run tests one batch
             status = "success"
         finally:
             loop.close(status)
@@ -255,4 +268,5 @@ def fit(
         eval_seconds=timings.eval_seconds(),
         curve=loop.curve,
         looks=loop.looks,
+        item_scores=item_record(task.metric, items),
     )

@@ -196,11 +196,15 @@ def _settings(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str
     return record["tuning"]["best_params"], {**record["tuning"], "settings_of": base.id}
 
 
-_FIT_FIELDS = {f.name for f in fields(FitResult)}  # a saved seed missing one (hand-edited) is fitted again
+#: a saved seed missing one (hand-edited) is fitted again; item scores are optional (seeds saved before them have none)
+_FIT_FIELDS = {f.name for f in fields(FitResult)} - {"item_scores"}
 
 
 def _seed_record(seed: int, params: dict[str, float], result: FitResult) -> dict[str, Any]:
-    return {"seed": seed, "params": params, **asdict(result)}
+    record = {"seed": seed, "params": params, **asdict(result)}
+    if record["item_scores"] is None:  # a task without per-item accuracy writes no key, as older records have none
+        del record["item_scores"]
+    return record
 
 
 def _done_seeds(cell: Cell, store: ResultStore) -> dict[int, dict[str, Any]]:
@@ -219,7 +223,7 @@ def _final_fit(
     base = cell.trains_as
     if base and trained and (states := reuse.load_states(ctx.store, base.id, seed, params)):
         built = build(cell.task, cell.variant, cell.config, optim_config(params), seed, ctx.data_dir, _reference(cell))
-        result = reuse.evaluate(built, ctx.data_dir, states, trained, precision=cell.config.precision)
+        result = reuse.evaluate(built, ctx.data_dir, states, trained, cell.task.metric, precision=cell.config.precision)
         return {**_seed_record(seed, params, result), "fit": f"evaluated on {base.id}"}
     kept: reuse.States | None = {} if cell.keep_states else None
     result = _fit(cell, ctx, params, seed, run_id, test=True, keep_states=kept)

@@ -26,14 +26,15 @@ from markupsafe import Markup
 from bench_record import CellRecord
 from bench_record.files import atomic_file
 
-from . import budget, claims, model, paper, plots, scoring, tested
+from . import budget, claims, item_intervals, model, paper, plots, scoring, tested
 from .load import load_analytic, load_results
 
 TEMPLATES = Path(__file__).parent / "templates"
 CSV_COLUMNS = (
     "task", "scale", "variant", "display_name", "ablates", "state", "reason", "metric", "higher_is_better", "gate",
     "trivial_baseline", "trivial_baseline_value", "learn_margin", "rank",
-    "mean", "ci95_low", "ci95_high", "n", "diff_vs_qkv", "diff_ci95_low", "diff_ci95_high", "diff_relative",
+    "mean", "ci95_low", "ci95_high", "n", "diff_vs_qkv", "diff_ci95_low", "diff_ci95_high", "diff_item_ci95_low",
+    "diff_item_ci95_high", "diff_relative",
     "significant", "p_value", "q_value", "ci_method", "parameters", "n_heads", "kv_heads", "head_dim",
     "tensors_per_head",
     "context_length", "kv_bytes_per_token", "kv_bytes_at_context", "kv_bytes_at_8k", "kv_bytes_at_32k",
@@ -92,6 +93,7 @@ def board(
         "overview": overview(groups, left),
         "methods": {
             "intervals": scoring.INTERVAL_NOTE,
+            "item_intervals": item_intervals.NOTE,
             "stars": scoring.STAR_NOTE,
             "ranks": scoring.RANK_NOTE,
             "budget": budget.NOTE,
@@ -175,12 +177,15 @@ def _csv_row(row: Mapping[str, Any], group: Mapping[str, Any]) -> dict[str, Any]
     measured = row.get("kv_measured") or {}
     source = row.get("data_source") or {}
     prov = row.get("provenance") or {}
+    item_low, item_high = comp.get("item_interval") or (None, None)  # the seed x item interval, where there is one
     flat = {
         **{k: row.get(k) for k in CSV_COLUMNS if k in row},
         "reason": row.get("stale_reason") or row.get("reason"),
         "diff_vs_qkv": comp.get("mean_diff"),
         "diff_ci95_low": comp.get("ci95_low"),
         "diff_ci95_high": comp.get("ci95_high"),
+        "diff_item_ci95_low": item_low,
+        "diff_item_ci95_high": item_high,
         "diff_relative": comp.get("relative"),
         "significant": comp.get("significant"),
         "p_value": comp.get("p_value"),

@@ -22,7 +22,7 @@ from bench_record.compare import BASELINE, comparison_look, design_of
 from bench_record.schema import Costs, MlflowRun, SeedDesign, TaskInfo, TrivialBaseline, Tuning
 from bench_record.uris import redact
 
-from . import budget, scoring
+from . import budget, item_intervals, scoring
 from .tuning_gap import tuning_gaps
 
 MLFLOW_UI = "http://127.0.0.1:5000"  # where `bench ui` serves MLflow by default
@@ -445,6 +445,7 @@ def _group(key: tuple[str, str], members: list[CellRecord], stale: Mapping[str, 
     if baseline is None and error:
         gate["reason"] += f" (computing it failed: {error})"
     _compare_rows(rows)
+    item_intervals.attach(rows, members)
     if gate["learns"]:
         scoring.tie_aware_ranks(rows)
     counts = {state: sum(r["state"] == state for r in rows) for state in BUCKETS}

@@ -1,6 +1,8 @@
 """Derived values of cell records, computed in one place for bench and the board alike.
 
     paired_with     two cells' paired comparison over their shared seeds, on the metric's test scale
+    item_comparison the same difference with a seed x item interval, where both cells' fits recorded what they got
+                    right per test item (`bench_record.stats.items`): it covers the test set's sampling too
     with_baseline   what an ok record stores as its `baseline_comparison` (bench writes it after a run; the
                     board computes it again from the seeds with `paired_with`, and reads the stored one only
                     where its baseline cell is stale or absent)
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from bench_record.schema import BaselineComparison, CellRecord
 from bench_record.stats.intervals import Paired, metric_scale, paired
+from bench_record.stats.items import SeedItemInterval, seed_item_bootstrap
 from bench_record.stats.sequential import Design, Look, decide
 
 #: the variant every other is compared with (a suite may name another: `Suite.baseline`)
@@ -45,11 +49,34 @@ def paired_with(
     return paired(dict(mine), dict(base), metric_scale(metric, higher_is_better))
 
 
+def item_comparison(record: CellRecord, base: CellRecord) -> SeedItemInterval | None:
+    """`record` minus `base` in mean per-item accuracy with its seed x item bootstrap interval, over the seeds the
+    seed-level comparison pairs; None unless every one of those seeds of both cells recorded item scores of the
+    task's metric, on test sets of the same size."""
+    seeds = sorted(set(record.seed_values()) & set(base.seed_values()))
+    mine, theirs = record.seed_items(), base.seed_items()
+    if not seeds or any(s not in mine or s not in theirs for s in seeds) or record.task.metric != base.task.metric:
+        return None
+    if len({scores.n for s in seeds for scores in (mine[s], theirs[s])}) != 1:
+        return None
+    return seed_item_bootstrap([mine[s].unpack() for s in seeds], [theirs[s].unpack() for s in seeds])
+
+
+def item_fields(found: SeedItemInterval | None) -> dict[str, Any]:
+    """What a comparison carries of `found` beside its seed-level interval: {} without it."""
+    if found is None:
+        return {}
+    return {"item_interval": [found.ci95_low, found.ci95_high], "item_interval_method": found.method,
+            "n_items": found.items}  # fmt: skip
+
+
 def with_baseline(record: CellRecord, base: CellRecord) -> BaselineComparison:
     """The record's paired comparison with `base` (the task's baseline cell): `{"baseline": its variant}` and,
-    where they share seeds, the figures of `paired_with`."""
+    where they share seeds, the figures of `paired_with`, and where their fits recorded item scores the seed x item
+    interval (`item_comparison`, `item_fields`)."""
     found = paired_with(record.seed_values(), base.seed_values(), record.task.metric, record.task.higher_is_better)
-    return BaselineComparison.from_dict({"baseline": base.variant.id, **(found.as_dict() if found else {})})
+    items = item_fields(item_comparison(record, base)) if found else {}
+    return BaselineComparison.from_dict({"baseline": base.variant.id, **(found.as_dict() if found else {}), **items})
 
 
 def design_of(looks: Sequence[int], spending: str = SPENDING) -> Design:

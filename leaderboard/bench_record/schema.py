@@ -10,6 +10,7 @@
       Tuning, Trial     the Optuna study that chose the settings, trial by trial
       SeedDesign        the adaptive seeds' group-sequential design (null: fixed seeds)
       SeedFit           one seed's final fit: its test metrics, curve, speed and memory
+        ItemScores      what the fit got right per test item, packed (accuracy tasks only)
       Summary           mean and 95% interval of the primary metric over the seeds
       Costs             parameters, KV-cache bytes (Attention: the head shape; KvMeasured: by decoding), speed
       BaselineComparison  the paired comparison with the baseline variant (`bench_record.compare`)
@@ -144,6 +145,55 @@ class DataSource(Part):
 
 
 @dataclass(frozen=True)
+class ItemScores(Part):
+    """What one fit got right per test item, in the test split's fixed order (the same for every seed and variant
+    of a task): `correct` is numpy.packbits of the N 0/1 values (big-endian bit order, the last byte padded with
+    zeros), base64-encoded: 10,000 items take 1,250 bytes before base64.
+
+    Only tasks whose primary metric is a per-item accuracy record it (the image classifiers, set-anomaly); its
+    mean is then the fit's test `metric`. Others record none: perplexity and AUROC are not means of per-item
+    0/1 values, and the synthetic sequence tasks measure steps to a target (their accuracy is per token).
+    """
+
+    metric: str
+    n: int
+    correct: str
+
+    def __post_init__(self) -> None:
+        import base64
+        import binascii
+
+        try:
+            size = len(base64.b64decode(self.correct, validate=True))
+        except (binascii.Error, ValueError) as exc:
+            raise SchemaError(f"item_scores.correct is not base64: {exc}") from None
+        if self.n < 0 or size != (self.n + 7) // 8:
+            raise SchemaError(f"item_scores.correct holds {size} bytes, expected {(self.n + 7) // 8} for n={self.n}")
+
+    @classmethod
+    def pack(cls, metric: str, correct: Any) -> ItemScores:
+        """The record of `correct`, a 1-D sequence of 0/1 (or bool) per test item in test-set order."""
+        import base64
+
+        import numpy as np
+
+        bits = np.asarray(correct)
+        if bits.ndim != 1 or not np.isin(bits, (0, 1)).all():
+            raise ValueError(f"expected a 1-D sequence of 0/1 per test item, got shape {bits.shape}")
+        packed = np.packbits(bits.astype(np.uint8)).tobytes()
+        return cls(metric=metric, n=int(bits.size), correct=base64.b64encode(packed).decode("ascii"))
+
+    def unpack(self) -> Any:
+        """The N per-item values as a numpy bool array, in test-set order."""
+        import base64
+
+        import numpy as np
+
+        packed = np.frombuffer(base64.b64decode(self.correct), dtype=np.uint8)
+        return np.unpackbits(packed, count=self.n).astype(bool)
+
+
+@dataclass(frozen=True)
 class SeedFit(Part):
     seed: int
     test: Mapping[str, Any]
@@ -158,6 +208,7 @@ class SeedFit(Part):
     peak_memory_growth_bytes: int | None = None
     train_seconds: float | None = None
     fit: str | None = None  # for a cell that trains as another: "evaluated on <cell>" or why it trained
+    item_scores: ItemScores | None = None  # null: not recorded (a task without a per-item accuracy, an older record)
 
 
 @dataclass(frozen=True)
@@ -239,6 +290,10 @@ class BaselineComparison(Part):
     scale_ci95_low: float | None = None
     scale_ci95_high: float | None = None
     scale_std: float | None = None
+    #: the seed x item interval of `mean_diff` where both cells recorded item scores (`bench_record.stats.items`)
+    item_interval: tuple[float, ...] | None = None  # [low, high]
+    item_interval_method: str | None = None
+    n_items: int | None = None  # the test items it resampled
 
 
 @dataclass(frozen=True)
@@ -302,6 +357,17 @@ class CellRecord(Part):
             value = fit.test.get(metric)
             if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
                 out[fit.seed] = float(value)
+        return out
+
+    def seed_items(self) -> dict[int, ItemScores]:
+        """seed -> what that seed's fit got right per test item, for each seed of an ok record that recorded it on
+        the task's primary metric; {} otherwise."""
+        if self.status != "ok":
+            return {}
+        out = {}
+        for fit in self.per_seed or ():
+            if fit.item_scores is not None and fit.item_scores.metric == self.task.metric:
+                out[fit.seed] = fit.item_scores
         return out
 
 

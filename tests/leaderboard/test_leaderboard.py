@@ -643,7 +643,7 @@ def test_inconclusive_claim_says_how_it_leans_and_seeds_needed() -> None:
 
 def test_board_statistics(built: dict[str, Any]) -> None:
     data = built["data"]
-    methods = {"intervals", "stars", "ranks", "budget", "seeds", "tuning"}
+    methods = {"intervals", "item_intervals", "stars", "ranks", "budget", "seeds", "tuning"}
     assert data["schema_version"] == 3 and set(data["methods"]) == methods
     for g in data["groups"]:
         for r in g["rows"]:

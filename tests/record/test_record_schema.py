@@ -66,6 +66,24 @@ def test_typed_parts_keep_what_they_do_not_type() -> None:
     assert record.seed_values() == {0: 0.45, 1: 0.55}
 
 
+def test_item_scores_are_optional_and_round_trip() -> None:
+    """A seed's packed item scores (schema 1 still: records without them read as before) and the comparison's
+    seed x item interval read and write back exactly."""
+    data = _ok()
+    data["per_seed"][0]["item_scores"] = {"correct": "oA==", "metric": "accuracy", "n": 3}  # 1, 0, 1
+    data["baseline_comparison"] = {"baseline": "qkv", "mean_diff": 0.01, "item_interval": [-0.02, 0.04],
+                                   "item_interval_method": "seed×item paired bootstrap", "n_items": 3}  # fmt: skip
+    record = CellRecord.from_dict(data)
+    assert record.to_dict() == data and record.per_seed is not None
+    scores = record.per_seed[0].item_scores
+    assert scores is not None and scores.unpack().tolist() == [True, False, True]
+    assert set(record.seed_items()) == {0} and record.per_seed[1].item_scores is None
+    assert record.baseline_comparison is not None and record.baseline_comparison.item_interval == (-0.02, 0.04)
+    data["per_seed"][0]["item_scores"]["n"] = 9
+    with pytest.raises(SchemaError, match="holds 1 bytes, expected 2 for n=9"):
+        CellRecord.from_dict(data)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

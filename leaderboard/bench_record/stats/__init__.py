@@ -1,5 +1,6 @@
 """Statistics over seeds: metric-aware intervals, paired comparisons, corrections, equivalence, aggregates,
-and group-sequential designs that choose how many seeds a comparison needs.
+group-sequential designs that choose how many seeds a comparison needs, and a paired bootstrap over seeds and
+test items (`items`) that covers the test set's sampling too.
 
 Everything here takes numbers and returns numbers or frozen dataclasses; nothing reads files or
 renders HTML. `summarize` and `paired` keep their original meaning (a plain Student t interval)
@@ -19,6 +20,7 @@ from bench_record.stats.intervals import (
     summarize_metric,
     to_scale,
 )
+from bench_record.stats.items import SeedItemInterval, seed_item_bootstrap
 from bench_record.stats.sequential import (
     Design,
     Look,
@@ -40,6 +42,7 @@ __all__ = [
     "Equivalence",
     "Look",
     "Paired",
+    "SeedItemInterval",
     "Summary",
     "aggregate",
     "bh_adjust",
@@ -57,6 +60,7 @@ __all__ = [
     "paired",
     "power",
     "probability_of_improvement",
+    "seed_item_bootstrap",
     "summarize",
     "summarize_metric",
     "to_scale",
