@@ -180,6 +180,7 @@ def _ok_fields(record: CellRecord, base: CellRecord | None) -> dict[str, Any]:
         "examples_per_second": costs.examples_per_second,
         "peak_memory_bytes": costs.peak_memory_bytes,
         "decode_tokens_per_second": costs.kv_measured.decode_tokens_per_second if costs.kv_measured else None,
+        "by_position": by_position(record),
         "trials_finished": tuning.trials_finished,
         "trials_budget": tuning.trials_budget,
         "search_space": dict(tuning.search_space or {}),
@@ -191,6 +192,18 @@ def _ok_fields(record: CellRecord, base: CellRecord | None) -> dict[str, Any]:
         "budget": budget.verdict(record, base) if base and base.cell_id != record.cell_id else None,
         "seed_decision": seed_decision(record, base),
     }
+
+
+def by_position(record: CellRecord) -> list[tuple[str, float]]:
+    """The primary metric per bucket of positions in the window (test metrics named `<metric>@<first>-<last>`,
+    the LM's), mean over the seeds that report it, buckets in order; empty when the task reports none."""
+    prefix = f"{record.task.metric}@"
+    found: dict[str, list[float]] = {}
+    for fit in record.per_seed or ():
+        for name, value in fit.test.items():
+            if name.startswith(prefix) and isinstance(value, int | float) and math.isfinite(value):
+                found.setdefault(name.removeprefix(prefix), []).append(float(value))
+    return sorted(((b, sum(v) / len(v)) for b, v in found.items()), key=lambda item: int(item[0].split("-")[0]))
 
 
 def seed_decision(record: CellRecord, base: CellRecord | None) -> dict[str, Any] | None:

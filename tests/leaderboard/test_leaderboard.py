@@ -881,3 +881,16 @@ def test_ranks_come_from_paired_tests_not_interval_overlap() -> None:
     old = [{**r, "seed_values": {}} for r in rows.values()]  # rows from files without per-seed values
     scoring.tie_aware_ranks(old)
     assert [r["rank"] for r in old] == [1.0, 1.0]  # fall back to interval overlap
+
+
+def test_the_lm_row_shows_perplexity_by_position_in_the_window() -> None:
+    from bench_leaderboard.model import by_position
+    from bench_record.schema import CellRecord
+
+    raw = record("lm", "qkv", LM_QKV, LM_QKV)
+    for fit, near, far in zip(raw["per_seed"], (6.0, 6.2, 6.4), (5.0, 5.2, 5.4), strict=True):
+        fit["test"].update({"perplexity@65-128": far, "perplexity@1-16": near, "perplexity@17-64": 5.5})
+    found = by_position(CellRecord.from_dict(raw))
+    assert [bucket for bucket, _ in found] == ["1-16", "17-64", "65-128"]  # in window order, not by name
+    assert [value for _, value in found] == pytest.approx([6.2, 5.5, 5.2])
+    assert by_position(CellRecord.from_dict(record("lm", "tied-kv", [20.5, 20.9, 20.6], LM_QKV))) == []
