@@ -1,11 +1,14 @@
 """One Optuna study per cell: a seeded TPE sampler, pruning, and a search space shared by every variant of
 a task (so each variant gets the same budget and the same candidates). Tuning sees only the validation split.
 
-Pruning keeps a cell's tuning near two full fits (the record's `cost_full_fits` measures it; with 6 trials
-at the default scale: CIFAR-10 1.76, reverse 1.25-1.55 fits of its cap):
-- a task that measures its metric at the budget: successive halving (Optuna's `SuccessiveHalvingPruner`,
-  reduction factor 2) on the validation metric at the curve's points T/8, T/4 and T/2 of a fit of T steps
-  (`RungPruning`, scored mid-fit in a forked RNG: training is unchanged);
+A cell's tuning costs at most about two of its full fits (the record's `cost_full_fits` measures it):
+- a task that measures its metric at the budget: each trial trains `TUNING_HORIZON` (half) of the cell's steps,
+  its schedule spanning them (`tuning_config`: each epoch's batches cut, the same epochs), and successive halving
+  (Optuna's `SuccessiveHalvingPruner`, reduction factor 2) on the validation metric at the points T/8, T/4 and T/2
+  of that fit of T steps (`RungPruning`, scored mid-fit in a forked RNG: training is unchanged) stops the worse
+  half of each rung. Halving alone let every trial that beat the ones before it run in full (CIFAR-100: 2.9-3.4
+  fits with 6 trials); the half horizon halves that, at the price of choosing settings at half the budget (the
+  usual direction of that bias: a shorter run favours a higher learning rate);
 - a speed task (steps to a target): a trial still short of the target at the best finished trial's
   steps cannot beat it, so it stops there (`SpeedPruning`): exact, it never stops a possible winner.
 
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     import optuna
 
     from bench.fit.loop import FitLoop, Plan
-    from bench_tasks.base import OptimConfig, Task
+    from bench_tasks.base import OptimConfig, Task, TaskConfig
 
 #: name -> (kind, low, high); shared by every task, which may add its own through `Task.search_space`.
 #: Two settings, so a handful of trials covers them: the learning rate, and the warmup that decides whether a
@@ -49,7 +52,8 @@ SHARED_SPACE: dict[str, tuple[str, float, float]] = {
     "warmup_frac": ("float", 0.0, 0.1),
 }
 #: bump when the sampling scheme changes (it is part of every cell id)
-SAMPLER_VERSION = "tpe-task-seeded-3"  # 2: reseeded per finished trial (resume-fair); 3: lr + warmup, halving
+SAMPLER_VERSION = "tpe-task-seeded-4"  # 2: reseeded per finished trial (resume-fair); 3: lr + warmup, halving;
+# 4: trials of a task measured at its budget train half the cell's steps (`TUNING_HORIZON`)
 #: the seed of every tuning fit (data order and initial values): disjoint from the test seeds, so a
 #: final fit never repeats a tuning fit, and the same for every variant of a task
 TUNING_SEED = 1_000_000
@@ -59,6 +63,9 @@ DEFAULT_PARAMS: dict[str, float] = {"lr": 3e-3, "weight_decay": 1e-4, "warmup_fr
 HALVING = 2
 #: the rungs of successive halving, as eighths of a fit: T/8, T/4, T/2 (the curve's points before the end)
 RUNG_EIGHTHS = (1, 2, 4)
+#: the share of a cell's training steps a tuning trial trains, for a task measured at its budget (a speed task's
+#: trials train to its target or cap: `SpeedPruning` stops them)
+TUNING_HORIZON = 0.5
 
 
 #: seconds between a running trial's heartbeats on a server database, and how long one may stay silent
@@ -89,6 +96,20 @@ def heartbeat_seconds() -> tuple[int, int]:
 #: session in places), each checked before use (servers drop idle ones): thirty workers stay within
 #: PostgreSQL's default of 100 connections
 POOL = {"pool_size": 1, "max_overflow": 2, "pool_pre_ping": True, "pool_recycle": 600}
+
+
+def tuning_config(config: TaskConfig, horizon: float = TUNING_HORIZON) -> TaskConfig:
+    """`config` as a tuning trial trains it: each epoch's batches (and a step bound, if any) cut to `horizon` of
+    them, the epochs the same, so the schedule spans the shorter run and the validation after each epoch stays."""
+    import dataclasses
+
+    if horizon == 1.0:
+        return config
+    limit = config.limit_train_batches
+    whole = isinstance(limit, int) and not isinstance(limit, bool)
+    batches: int | float = max(1, round(limit * horizon)) if whole else float(limit) * horizon
+    steps = max(1, round(config.max_steps * horizon)) if config.max_steps > 0 else config.max_steps
+    return dataclasses.replace(config, limit_train_batches=batches, max_steps=steps)
 
 
 def default_params(task: Task) -> dict[str, float]:
@@ -387,13 +408,13 @@ def best_value(study: optuna.Study) -> float | None:
         return None
 
 
-def trials_record(study: optuna.Study) -> dict[str, Any]:
+def trials_record(study: optuna.Study, horizon: float = 1.0) -> dict[str, Any]:
     """What was tried: each finished trial (numbered in the order trials finished, as the sampler counts them: a
     trial cut short and run again keeps its place, so a resumed study records what an uncut one does; 0 is the
-    task's defaults) with its parameters, state, value and steps trained, and the measured cost:
-    steps trained by all trials over the steps of one full fit. A pruned trial's value is the last one it
-    reported (the validation metric where it stopped; for a speed task the steps it stopped at, a lower
-    bound of its steps to the target), None for one that diverged."""
+    task's defaults) with its parameters, state, value and steps trained, and the measured cost: steps
+    trained by all trials over the steps of one full fit of the cell (a trial's fit over `horizon`). A pruned
+    trial's value is the last one it reported (the validation metric where it stopped; for a speed task the
+    steps it stopped at, a lower bound of its steps to the target), None for one that diverged."""
     from optuna.trial import TrialState
 
     trials: list[dict[str, Any]] = []
@@ -406,7 +427,7 @@ def trials_record(study: optuna.Study) -> dict[str, Any]:
         fit_steps += [t.user_attrs["fit_steps"]] if "fit_steps" in t.user_attrs else []
         trials.append({"number": number, "params": dict(t.params), "state": t.state.name.lower(), "value": value,
                        "steps": steps[-1], "fit_steps": t.user_attrs.get("fit_steps")})  # fmt: skip
-    full = max(fit_steps, default=None)
+    full = round(max(fit_steps) / horizon) if fit_steps else None
     trained = sum(s for s in steps if s is not None) if steps and None not in steps else None
     cost = round(trained / full, 3) if trained is not None and full else None
     return {"trials": trials, "steps_trained": trained, "full_fit_steps": full, "cost_full_fits": cost}

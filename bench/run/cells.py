@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from bench.fit import reuse
 from bench.fit.train import Diverged, FitResult, build, fit
 from bench.fit.tuning import (
+    TUNING_HORIZON,
     TUNING_SEED,
     best_value,
     default_params,
@@ -25,6 +26,7 @@ from bench.fit.tuning import (
     search_space,
     trials_record,
     tune,
+    tuning_config,
 )
 from bench.measure import baselines
 from bench.measure.costs import measure_decoding
@@ -108,7 +110,8 @@ def _speed(task: Task, config: TaskConfig) -> dict[str, Any]:
 def _fit(cell: Cell, ctx: RunContext, params: dict[str, float], seed: int, run_id: str | None, **kw: Any) -> FitResult:
     logger = ctx.tracker.logger(run_id) if run_id else False
     hooks = [ctx.progress.callback(), *kw.pop("hooks", [])]
-    return fit(cell.task, cell.variant, cell.config, optim_config(params), seed=seed, data_dir=ctx.data_dir,
+    config = kw.pop("config", cell.config)
+    return fit(cell.task, cell.variant, config, optim_config(params), seed=seed, data_dir=ctx.data_dir,
                logger=logger, hooks=hooks, init_reference=_reference(cell), **kw)  # fmt: skip
 
 
@@ -142,13 +145,15 @@ def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, fl
         cell.id, ctx.storage, task.higher_is_better, sampler_key=f"{task.id}:{cell.suite.scale}", defaults=defaults
     )
     metric, speed = task.metric, task.speed_target(cell.config) is not None
+    horizon = 1.0 if speed else TUNING_HORIZON  # a speed task's trial stops at its target or the best's steps
+    config = tuning_config(cell.config, horizon)
 
     def objective(trial: Any, params: dict[str, float]) -> float:
         ctx.progress.start_fit(f"  trial {trial.number + 1}")
         run_id = _child(ctx, parent, cell, f"trial-{trial.number}", {**params, "trial": trial.number})
         status = "FAILED"
         try:
-            result = _fit(cell, ctx, {**defaults, **params}, TUNING_SEED, run_id, test=False,
+            result = _fit(cell, ctx, {**defaults, **params}, TUNING_SEED, run_id, test=False, config=config,
                           hooks=[pruning(trial, metric, speed)])  # fmt: skip
             status = "FINISHED"
         except Diverged as exc:  # these settings blow up: a bad candidate, not a broken cell
@@ -169,6 +174,7 @@ def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, fl
         "sampler": "TPE, seeded per task (same candidates for every variant); trial 0 = defaults",
         "seed": TUNING_SEED,
         "pruner": "at the best trial's steps to the target" if speed else "successive halving at T/8, T/4, T/2",
+        "horizon": horizon,  # a trial's steps, as a share of the cell's
         "trials_budget": cell.suite.trials,
         "trials_finished": finished_trials(study),
         "search_space": searched,
@@ -177,7 +183,7 @@ def _tune(cell: Cell, ctx: RunContext, parent: str | None) -> tuple[dict[str, fl
         "defaults": defaults,
         "study": study.study_name,
         "split": "validation",
-        **trials_record(study),  # each trial, and the cost in full fits
+        **trials_record(study, horizon),  # each trial, and the cost in full fits of the cell
     }
     return best, info
 

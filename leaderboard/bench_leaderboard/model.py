@@ -140,12 +140,13 @@ def _params(record: CellRecord) -> dict[str, Any]:
 
 TUNING_NOTE = (
     "Tuning: every variant of a task gets the same Optuna trials (trial 0 the task's defaults, then the same seeded "
-    "candidates over the learning rate and warmup) on the validation split of seed 1,000,000, pruned by successive "
-    "halving on the validation metric at T/8, T/4 and T/2 (speed tasks: a trial past the best trial's steps "
-    "without reaching the target stops); each cell's seeds refit its own best settings. Each row's tuning column "
-    "shows its gap to QKV on that seed's validation split untuned (the variant at QKV's best settings: the trial of "
-    "its own study that ran them, so it costs no fit; pruned when it lost to the variant's own trials) and tuned "
-    "(each at its best), so a reader sees how much of a gap is tuning."
+    "candidates over the learning rate and warmup) on the validation split of seed 1,000,000, each trial training "
+    "half the cell's steps (its schedule spanning them) and pruned by successive halving on the validation metric "
+    "at T/8, T/4 and T/2 of that fit (speed tasks: a trial trains to the target or the cap, and one past the best "
+    "trial's steps without reaching the target stops); each cell's seeds refit its own best settings. Each row's "
+    "tuning column shows its gap to QKV on that seed's validation split at the trials' budget, untuned (the variant "
+    "at QKV's best settings: the trial of its own study that ran them, so it costs no fit; pruned when it lost to "
+    "the variant's own trials) and tuned (each at its best), so a reader sees how much of a gap is tuning."
 )
 
 

@@ -125,6 +125,7 @@ class Tuning(Part):
     study: str | None = None
     split: str | None = None
     settings_of: str | None = None  # the cell whose study chose these settings, when not this one's
+    horizon: float | None = None  # a trial's training steps as a share of the cell's (null: recorded before it)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ at T/8, T/4, T/2 for a budget task, at the best trial's steps for a speed task),
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -150,3 +151,27 @@ def test_a_tuned_cell_records_what_was_tried_and_what_it_cost(tmp_path: Path) ->
         assert record["per_seed"][0]["params"] == tuning["best_params"]
     tried = [[t["params"] for t in record["tuning"]["trials"]] for record in records]
     assert tried[0] == tried[1]  # every variant offered the same candidates
+
+
+def test_a_tuning_trial_trains_the_horizons_share_of_each_epoch() -> None:
+    from bench.fit.tuning import tuning_config
+    from bench_tasks.base import TaskConfig
+
+    config = TaskConfig(d_model=8, n_layers=1, n_heads=1, batch_size=4, max_epochs=3, limit_train_batches=1600)
+    half = tuning_config(config, 0.5)
+    assert (half.limit_train_batches, half.max_epochs, half.max_steps) == (800, 3, -1)  # the epochs stay
+    fraction = tuning_config(dataclasses.replace(config, limit_train_batches=1.0, max_steps=90), 0.5)
+    assert (fraction.limit_train_batches, fraction.max_steps) == (0.5, 45)
+    assert tuning_config(config, 1.0) is config
+    assert tuning_config(dataclasses.replace(config, limit_train_batches=1), 0.5).limit_train_batches == 1
+
+
+def test_the_cost_counts_full_fits_of_the_cell_not_of_the_shorter_trial(tmp_path: Path) -> None:
+    study = _study(tmp_path, higher_is_better=True)
+    for steps in (32, 4):  # a trial's fit of 32 steps, at half the cell's 64; one stopped at its first rung
+        trial = study.ask()
+        trial.set_user_attr("fit_steps", 32)
+        trial.set_user_attr("steps", steps)
+        study.tell(trial, 0.5)
+    record = trials_record(study, horizon=0.5)
+    assert record["full_fit_steps"] == 64 and record["steps_trained"] == 36 and record["cost_full_fits"] == 0.562
