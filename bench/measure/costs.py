@@ -1,4 +1,5 @@
-"""Cost figures of a variant: parameters, KV-cache bytes declared by its `CacheSpec` and measured in decoding."""
+"""Cost figures of a variant: parameters, training FLOPs, KV-cache bytes declared by its `CacheSpec` and measured in
+decoding."""
 
 from __future__ import annotations
 
@@ -41,6 +42,21 @@ def parameter_count(spec: VariantSpec, config: DecoderConfig) -> int:
     with torch.device("meta"):
         model = reference_decoder().build(config, spec)
     return sum(p.numel() for p in model.parameters())
+
+
+def non_embedding_parameters(net: torch.nn.Module) -> int:
+    """The model's parameters less its embedding tables (`nn.Embedding`), each shared tensor counted once."""
+    import torch
+
+    tables = {id(m.weight) for m in net.modules() if isinstance(m, torch.nn.Embedding)}
+    return sum(p.numel() for p in net.parameters() if id(p) not in tables)
+
+
+def training_flops_per_token(non_embedding: int, n_layers: int, n_heads: int, head_dim: int, context: int) -> int:
+    """Training FLOPs per token by the standard count (as torchtitan computes it): 6N for the forward and
+    backward matrix products of N non-embedding parameters, plus 12 x layers x heads x head_dim x context for
+    the attention scores and their weighted sum over a full window."""
+    return 6 * non_embedding + 12 * n_layers * n_heads * head_dim * context
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from bench.fit.tuning import (
     tuning_config,
 )
 from bench.measure import baselines
-from bench.measure.costs import measure_decoding
+from bench.measure.costs import measure_decoding, non_embedding_parameters, training_flops_per_token
 from bench.plan import matrix
 from bench.plan.matrix import Cell
 from bench.record.provenance import now, provenance
@@ -310,6 +310,7 @@ def cost_figures(cell: Cell, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
         "peak_memory_bytes": max(s["peak_memory_bytes"] for s in per_seed),  # measured per fit
         "peak_memory_growth_bytes": max(s.get("peak_memory_growth_bytes", 0) for s in per_seed),
         "train_seconds_per_fit": sum(s["train_seconds"] for s in per_seed) / len(per_seed),
+        **flops(cell, per_seed, context),
     }
     if variant.supports.decoding and context * cfg.d_model * cfg.n_layers <= MEASURE_LIMIT:
         gpt = reference_decoder().config(
@@ -325,6 +326,22 @@ def cost_figures(cell: Cell, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
             "decode_tokens_per_second": check.tokens_per_second,  # batch 1, token by token from an empty cache
         }
     return costs
+
+
+def flops(cell: Cell, per_seed: list[dict[str, Any]], context: int) -> dict[str, Any]:
+    """Training FLOPs per token of the model as built (`training_flops_per_token`), and per fit: per token times
+    the tokens a fit trained (its steps x batch x context, mean over the seeds)."""
+    import torch
+
+    cfg = cell.config
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        net = cell.task.build_model(cell.variant, cfg, optim_config(default_params(cell.task))).net
+    n = non_embedding_parameters(net)
+    per_token = training_flops_per_token(n, cfg.n_layers, cfg.n_heads, cfg.d_model // cfg.n_heads, context)
+    steps = [s["steps"] for s in per_seed if s.get("steps")]
+    tokens = sum(steps) / len(steps) * cfg.batch_size * context if steps else None
+    return {"non_embedding_parameters": n, "train_flops_per_token": per_token,
+            "train_flops_per_fit": per_token * tokens if tokens is not None else None}  # fmt: skip
 
 
 def saved_fits(cell: Cell, store: ResultStore, storage: str) -> int:

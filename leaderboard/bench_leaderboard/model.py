@@ -177,6 +177,8 @@ def _ok_fields(record: CellRecord, base: CellRecord | None) -> dict[str, Any]:
         "seed_values": values,
         "vs_baseline": _comparison(record, base.summary.mean if base and base.summary else None),
         "parameters": costs.parameters,
+        "train_flops_per_token": costs.train_flops_per_token,
+        "train_flops_per_fit": costs.train_flops_per_fit,
         **_kv(costs, base.costs if base else None),
         "examples_per_second": costs.examples_per_second,
         "peak_memory_bytes": costs.peak_memory_bytes,

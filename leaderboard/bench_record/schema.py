@@ -260,6 +260,9 @@ class Costs(Part):
     peak_memory_bytes: int | None = None
     peak_memory_growth_bytes: int | None = None
     train_seconds_per_fit: float | None = None
+    non_embedding_parameters: int | None = None
+    train_flops_per_token: int | None = None  # 6N + 12 x layers x heads x head_dim x context
+    train_flops_per_fit: float | None = None  # per token x the tokens a fit trained, mean over its seeds
 
 
 @dataclass(frozen=True)
