@@ -28,7 +28,7 @@ SERVER_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
 BIN = Path(sys.executable).parent
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """Every process below `pid`, read from /proc."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -175,7 +175,7 @@ class RayCluster:
         """A lost machine: its raylet, object store and workers killed at once (Ray starts each worker
         in a process group of its own, so the node's group alone would leave its workers running)."""
         node = self.nodes[index]
-        for pid in [*_descendants(node.pid), node.pid]:
+        for pid in [*descendants(node.pid), node.pid]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         node.wait(timeout=30)

@@ -1,8 +1,9 @@
 """MLflow as an observer: a parent run per cell, nested runs per trial and per seed.
 
-The results store stays the source of truth; MLflow is for browsing (`bench ui`). Runs are created
-through `MlflowClient` (no global active run), so Lightning's `MLFlowLogger` can write a fit's
-curves straight into its nested run.
+The results store stays the source of truth; MLflow is for browsing (`bench ui`, `serve_ui`). Runs are
+created through `MlflowClient` (no global active run), so Lightning's `MLFlowLogger` can write a fit's
+curves straight into its nested run. A run whose process or node died mid-fit is ended KILLED by the
+next attempt at its cell, or by the driver once the cell is recorded (`Tracker.end_left_running`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from typing import TYPE_CHECKING, Any
 from bench_record.uris import redact
 
 if TYPE_CHECKING:
+    import subprocess
+
     from lightning.pytorch.loggers import MLFlowLogger
 
 EXPERIMENT = "bench"
+#: the tag saying why the harness, not the fit that ran in it, ended a run (`Tracker.end_left_running`)
+ENDED_TAG = "bench.ended_because"
 
 
 def default_tracking_uri(results_dir: Path) -> str:
@@ -265,6 +270,29 @@ class Tracker:
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self._guard("set_terminated", self.client.set_terminated, run_id, status=status)
 
+    def end_left_running(self, cell_id: str, why: str, keep: str | None = None) -> list[str]:
+        """End the runs of `cell_id` still RUNNING, all but `keep`, as KILLED with the tag `ENDED_TAG`: `why`.
+
+        For a caller that holds the cell (its claim, or its lease on a cluster) and so knows that no other
+        attempt at it is live: a run such an attempt left RUNNING (its process or node died before it
+        could close the run) would otherwise stay RUNNING for ever. Returns the ids of the runs ended.
+        """
+
+        def end() -> list[str]:
+            left = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.cell_id = '{cell_id}' and attributes.status = 'RUNNING'",
+                max_results=1000,
+            )
+            ended = [run.info.run_id for run in left if run.info.run_id != keep]
+            for run_id in ended:
+                self.client.set_tag(run_id, ENDED_TAG, why)
+                self.client.set_terminated(run_id, status="KILLED")
+            return ended
+
+        result: list[str] | None = self._guard("closing runs left running", end)
+        return result or []
+
     def log_artifact(self, run_id: str, path: Path) -> None:
         self._guard("log_artifact", self.client.log_artifact, run_id, str(path))
 
@@ -282,3 +310,89 @@ class NoTracker(Tracker):
 
     def logger(self, run_id: str) -> Any:
         return False
+
+
+class _Stop(Exception):
+    """A signal that asks `bench ui` to stop (Ctrl-C, `kill`, a process supervisor, the terminal closed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def serve_ui(uri: str, host: str, port: int) -> int:
+    """`mlflow server` on the store `uri` at `host:port` (`bench ui`) until it exits or this process is asked
+    to stop (SIGINT, SIGTERM, SIGHUP); its exit status, or 128 + the signal's number.
+
+    The server runs in a process group of its own, stopped whole when this process stops, so no worker of it
+    keeps the port: before, a `kill` of `bench ui` left the server running, as only Ctrl-C (which the
+    terminal sends to every process of the foreground group) reached its workers.
+    """
+    import signal
+    import subprocess
+    import sys
+
+    def stop(signum: int, _frame: object) -> None:
+        raise _Stop(signum)
+
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
+               "--port", str(port)]  # fmt: skip
+    asks = [signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+    before = {signum: signal.signal(signum, stop) for signum in asks}
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        server = subprocess.Popen(command, start_new_session=True)
+        return server.wait()
+    except _Stop as asked:
+        print(f"stopping the MLflow UI ({signal.Signals(asked.signum).name})", file=sys.stderr)
+        return 128 + asked.signum
+    finally:
+        for signum in asks:  # a second signal while the server stops does not cut the stopping short
+            signal.signal(signum, signal.SIG_IGN)
+        if server is not None:
+            _stop_group(server)
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def _stop_group(server: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """SIGTERM to `server`'s process group, SIGKILL to what is left of it after `grace_s`; returns once none of
+    it runs."""
+    import os
+    import signal
+    import time
+
+    for signum, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(server.pid, signum)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            server.poll()  # reaps the server itself
+            if not _group_runs(server.pid):
+                return
+            time.sleep(0.05)
+
+
+def _group_runs(pgid: int) -> bool:
+    """Whether a process of the group `pgid` still runs. One that exited but is not yet reaped (a zombie, which
+    holds no port) does not count, where /proc tells them apart."""
+    import os
+
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if not Path("/proc").is_dir():
+        return True
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:  # after the command name: state, ppid, pgrp, ...
+            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if int(group) == pgid and state not in ("Z", "X"):
+            return True
+    return False

@@ -6,6 +6,8 @@ interrupted cell resumes where it stopped and loses at most the fit in flight.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import traceback
 from dataclasses import asdict, dataclass, fields
@@ -245,6 +247,12 @@ def _base_fits(cell: Cell, store: ResultStore, params: dict[str, float]) -> dict
     return {seed: record for seed, record in _done_seeds(cell.trains_as, store).items() if record["params"] == params}
 
 
+def _ended(exc: BaseException) -> str:
+    """The MLflow status of a fit's run that `exc` cut short: FAILED where the fit broke, KILLED where its attempt
+    was stopped (Ctrl-C) or superseded (a retry of the cell elsewhere holds it)."""
+    return "KILLED" if isinstance(exc, Superseded) or not isinstance(exc, Exception) else "FAILED"
+
+
 def _final_fits(cell: Cell, ctx: RunContext, parent: str | None, best: dict[str, float]) -> list[dict[str, Any]]:
     done = _done_seeds(cell, ctx.store)
     base_fits = _base_fits(cell, ctx.store, best)
@@ -256,8 +264,13 @@ def _final_fits(cell: Cell, ctx: RunContext, parent: str | None, best: dict[str,
             continue
         ctx.progress.start_fit(f"  seed {seed}")
         run_id = _child(ctx, parent, cell, f"seed-{seed}", {**best, "seed": seed})
-        record = _final_fit(cell, ctx, best, seed, run_id, base_fits.get(seed))
-        ctx.store.write_seed(cell.id, record)  # saved before MLflow hears of it: MLflow cannot lose it
+        try:
+            record = _final_fit(cell, ctx, best, seed, run_id, base_fits.get(seed))
+            ctx.store.write_seed(cell.id, record)  # saved before MLflow hears of it: MLflow cannot lose it
+        except BaseException as exc:  # the fit failed, or this attempt was stopped or superseded: its run ends too
+            if run_id:
+                ctx.tracker.finish(run_id, _ended(exc))
+            raise
         if run_id:
             ctx.tracker.log_metrics(run_id, {f"test/{k}": v for k, v in record["test"].items()})
             ctx.tracker.finish(run_id)
@@ -365,7 +378,15 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         ctx.store.start_attempt(cell.id, saved_fits(cell, ctx.store, ctx.storage))
         record = run_claimed(cell, ctx)
         ctx.store.end_attempt(cell.id, record["status"], record.get("reason", ""))
+        close_left_runs(cell, ctx.tracker)
         return record
+
+
+def close_left_runs(cell: Cell, tracker: Tracker) -> None:
+    """End the MLflow runs of a cell still RUNNING once its attempt has ended, for a caller that still holds the
+    cell, so no attempt at it is live: an attempt whose worker or node died left them."""
+    why = f"its attempt at this cell ended without closing it (a worker or node lost); closed on {_here()}"
+    tracker.end_left_running(cell.id, why)
 
 
 def _same_na(store: ResultStore, record: dict[str, Any]) -> bool:
@@ -375,6 +396,11 @@ def _same_na(store: ResultStore, record: dict[str, Any]) -> bool:
     return {k: v for k, v in held.items() if k not in volatile} == {
         k: v for k, v in record.items() if k not in volatile
     }
+
+
+def _here() -> str:
+    """This process, as a note in a run's tags names it."""
+    return f"{socket.gethostname()} (pid {os.getpid()})"
 
 
 def run_claimed(cell: Cell, ctx: RunContext) -> dict[str, Any]:
@@ -391,6 +417,9 @@ def run_claimed(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         return record
     noted = len(ctx.tracker.problems)
     parent = ctx.tracker.cell_run(cell.id, cell.label, _tags(cell))
+    # the caller holds the cell (its claim, or its lease on a cluster): a fit's run an earlier attempt left
+    # RUNNING died with that attempt (a killed worker, a lost node); it is closed before this one logs any
+    ctx.tracker.end_left_running(cell.id, f"superseded by a retry of this cell on {_here()}", keep=parent)
     started = time.perf_counter()
     try:
         best, tuning = _settings(cell, ctx, parent)

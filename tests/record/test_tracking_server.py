@@ -6,6 +6,7 @@ one server; `bench ui --tracking-uri` points at it, and the leaderboard links in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -103,3 +104,55 @@ def test_two_runs_log_to_one_server_and_the_leaderboard_links_into_it(
 def test_ui_serves_a_store_named_by_its_uri(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ui", "--tracking-uri", f"sqlite:///{tmp_path / 'missing.db'}"]) == 2
     assert "no MLflow store at" in " ".join(capsys.readouterr().err.split())
+
+
+def _listens(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:  # refused: nothing holds the port
+        return False
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, exited but not yet reaped by whoever inherited it, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def test_ui_stopped_by_sigterm_stops_its_server_and_frees_the_port(tmp_path: Path) -> None:
+    """`kill` (a process supervisor) stops `bench ui` as Ctrl-C does: its server too. SIGHUP (a terminal
+    closed) takes the same path."""
+    from tests.servers import descendants
+
+    (tmp_path / "mlflow.db").touch()  # an empty store: the server makes its tables
+    port = _free_port()
+    argv = [sys.executable, "-m", "bench.cli", "ui", "--results", str(tmp_path), "--port", str(port)]
+    log = tmp_path / "ui.log"
+    with log.open("w") as out:  # a file, not a pipe: a chatty server never blocks on it
+        ui = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    server: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not _listens(port):
+            assert ui.poll() is None and time.monotonic() < deadline, "bench ui did not listen on loopback in 120 s"
+            time.sleep(0.5)
+        server = descendants(ui.pid)
+        assert server, "bench ui runs its server as a child process"
+        ui.send_signal(signal.SIGTERM)  # to bench ui alone, as `kill PID` does, not to its process group
+        stopped = time.monotonic()
+        ui.wait(timeout=30)
+        took = time.monotonic() - stopped
+        assert took < 15, f"bench ui took {took:.1f} s to stop"
+        said = log.read_text()
+        assert ui.returncode == 128 + signal.SIGTERM and "stopping the MLflow UI (SIGTERM)" in said, said[-2000:]
+        assert not _listens(port)  # the port is free
+        assert [pid for pid in server if _running(pid)] == []  # no process of its server is left
+        print(f"\nbench ui and its {len(server)} server process(es) stopped {took:.1f} s after SIGTERM")
+    finally:
+        for pid in [ui.pid, *server]:  # whatever a failure left behind
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        ui.wait(timeout=30)

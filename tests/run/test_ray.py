@@ -3,8 +3,8 @@
 Everything lives in a network namespace of its own with only loopback up (`tests.servers`): the Ray
 nodes (two `ray start` processes of one CPU each), the PostgreSQL server and every `bench run` driver.
 Each scenario is counted in the Optuna storage (trials per study, by state) and in MLflow (each fit is
-a child run of its cell: `trial-N` or `seed-N`; one left RUNNING is a fit lost in flight), and compared
-with the same suite run on one node.
+a child run of its cell: `trial-N` or `seed-N`; a fit lost in flight is one the retry of its cell ended as
+LOST, and none stays RUNNING), and compared with the same suite run on one node.
 
 Skipped where the namespace cannot be made (not root, no `unshare`) or PostgreSQL is not installed.
 """
@@ -116,17 +116,31 @@ def _trial_states(cluster: Cluster, storage: str) -> dict[str, Counter[str]]:
 
 
 def _fits(results: Path) -> dict[str, Counter[tuple[str, str]]]:
-    """cell id -> (fit name, MLflow status) -> count, over every fit any node started."""
+    """cell id -> (fit name, MLflow status) -> count, over every fit any node started and the cell's own run
+    ("cell"); "LOST" is the status of a run the harness ended because the fit in it was lost (`ENDED_TAG`)."""
     from mlflow.tracking import MlflowClient
+
+    from bench.record.tracking import ENDED_TAG
 
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     experiments = [e.experiment_id for e in client.search_experiments()]
     fits: dict[str, Counter[tuple[str, str]]] = {}
     for run in client.search_runs(experiments, max_results=10_000):
-        name = run.data.tags.get("mlflow.runName", "")
-        if name.startswith(("trial-", "seed-")):
-            fits.setdefault(run.data.tags["cell_id"], Counter())[(name, run.info.status)] += 1
+        name = "cell" if run.data.tags.get("level") == "cell" else run.data.tags.get("mlflow.runName", "")
+        if name == "cell" or name.startswith(("trial-", "seed-")):
+            status = "LOST" if ENDED_TAG in run.data.tags else run.info.status
+            fits.setdefault(run.data.tags["cell_id"], Counter())[(name, status)] += 1
     return fits
+
+
+def _in_flight(results: Path) -> int:
+    """The fits running now (child runs RUNNING) in a run's MLflow store, once the driver has made it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    running = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
+    return sum("mlflow.parentRunId" in run.data.tags for run in running)
 
 
 def _nodes_used(output: str) -> set[str]:
@@ -142,10 +156,12 @@ def _assert_each_fit_once(cluster: Cluster, run: Run, lost_allowed: int = 0) -> 
         assert counts["COMPLETE"] + counts["PRUNED"] == TRIALS, (study, counts)  # never beyond budget
     lost = 0
     for cell, fits in _fits(run.results).items():
-        lost += sum(n for (name, status), n in fits.items() if status == "RUNNING")
+        assert not [fit for fit in fits if fit[1] == "RUNNING"], (cell, fits)  # the run ended: none is left running
+        assert fits[("cell", "FINISHED")] == 1, (cell, fits)  # a retry carries on its cell's run
+        lost += sum(n for (name, status), n in fits.items() if status == "LOST")
         for seed in range(SEEDS):
             assert fits[(f"seed-{seed}", "FINISHED")] == 1, (cell, fits)  # a seed is never fitted twice
-        assert sum(n for (name, status), n in fits.items() if name.startswith("trial-") and status != "RUNNING") == (
+        assert sum(n for (name, status), n in fits.items() if name.startswith("trial-") and status != "LOST") == (
             TRIALS
         ), (cell, fits)
     assert lost <= lost_allowed
@@ -185,6 +201,9 @@ def test_a_node_lost_mid_cell_costs_at_most_its_fit_in_flight(cluster: Cluster, 
     while not list((results / "partial").glob("*/seed-*.json")):  # both nodes busy with a cell each
         assert driver.poll() is None and time.monotonic() < deadline, "the run ended before any seed was saved"
         time.sleep(0.2)
+    while _in_flight(results) < 2:  # and each mid-fit: the lost node's fit is lost in flight, its run RUNNING
+        assert driver.poll() is None and time.monotonic() < deadline, "the two nodes never fitted at once"
+        time.sleep(0.1)
     cluster.ray.kill_node(1)
     output, _ = driver.communicate(timeout=900)
     assert driver.returncode == 0, output[-4000:]

@@ -12,7 +12,7 @@ from bench.plan import matrix
 from bench.record.store import ResultStore
 from bench.registry import tasks as task_registry
 from bench.registry import variants as variant_registry
-from bench.run.cells import RunContext, base_record, run_cell
+from bench.run.cells import RunContext, base_record, close_left_runs, run_cell
 from bench.run.progress import RunProgress
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def run_in_processes(todo: list[matrix.Cell], suite: Suite, options: RunOptions,
 
     threads = max(1, (os.cpu_count() or 1) // options.jobs)
     store = ResultStore(options.results)
-    run_context(options, store, console, 0)  # create the MLflow store once, not racing
+    tracker = run_context(options, store, console, 0).tracker  # the MLflow store made once, not racing
     context = multiprocessing.get_context("spawn")
     pending = longest_first(todo)  # long cells first: no idle tail
 
@@ -129,6 +129,9 @@ def run_in_processes(todo: list[matrix.Cell], suite: Suite, options: RunOptions,
             for cell in started:
                 if pool_round([cell], 1, progress):
                     progress.log(f"{cell.label}: {record_lost(store, cell)}")
+                    with store.claim(cell.id) as mine:  # its dead worker's claim is stale: taken over
+                        if mine:
+                            close_left_runs(cell, tracker)
                     progress.end_cell()
             if cut:
                 progress.log(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.options import RAY_MISSING, RunOptions, storage_url
 from bench.record.store import ResultStore, Superseded
-from bench.run.cells import run_claimed, saved_fits
+from bench.run.cells import close_left_runs, run_claimed, saved_fits
 from bench.run.executors.local import longest_first, outcome, rebuild_cell, record_lost, run_context
 from bench.run.progress import RunProgress
 
@@ -205,7 +205,8 @@ class _Driver:
         uri = None if options.tracking_uri == "none" else options.tracking_uri or default_tracking_uri(options.results)
         sink = ray.remote(ResultSink).options(num_cpus=0, scheduling_strategy=here)
         self.sink = sink.remote(str(options.results.resolve()), uri)  # starts while the driver gets ready
-        run_context(options, self.store, console, 0)  # the MLflow store made once here, before the nodes race to
+        # the MLflow store made once here, before the nodes race to make it; its tracker closes what lost nodes leave
+        self.tracker = run_context(options, self.store, console, 0).tracker
         self.task = ray.remote(run_cell_on_node)
         self.progress = RunProgress(console, n_cells)
         self.running: dict[Any, tuple[Cell, Resources, contextlib.ExitStack]] = {}
@@ -268,6 +269,7 @@ class _Driver:
         cell, _, held = self.running.pop(ref)
         try:
             self.progress.log(f"{cell.label}: {_collect(self.ray, ref, self.store, cell)}")
+            close_left_runs(cell, self.tracker)  # still held: a run left RUNNING died with a lost node
         finally:
             held.close()  # the claim goes as soon as the cell is recorded
         self.progress.end_cell()
