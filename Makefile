@@ -12,7 +12,7 @@ TEST_STAMP := $(VENV)/.installed-test
 RUN_APT := dataset-fashion-mnist
 TEST_APT := chromium chromium-driver
 
-.PHONY: setup setup-test system-deps data run test lint typecheck pytest perf bench-speed leaderboard clean
+.PHONY: setup setup-test system-deps data run test lint typecheck pytest perf bench-speed leaderboard screenshot clean
 
 # --no-compile: byte-compiling all ~24k installed modules takes over a minute on one core; each process
 # of a run compiles the few hundred modules it imports instead (the tests compile them all: see pytest)
@@ -56,6 +56,10 @@ run: data
 
 leaderboard: setup
 	$(BIN)/bench leaderboard
+
+# the README's picture: the leaderboard's first screen at a laptop's size (headless Chromium, a test extra)
+screenshot: setup-test
+	$(BIN)/python -m bench_leaderboard.screenshot results/leaderboard/index.html results/leaderboard.png
 
 lint: setup-test
 	$(BIN)/ruff check .

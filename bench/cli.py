@@ -47,7 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     board = commands.add_parser("leaderboard", help="build the static HTML leaderboard from a results folder")
     board.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
     board.add_argument("--out", type=Path, default=None, help="output folder (default RESULTS/leaderboard)")
+    board.add_argument("--against", type=Path, default=None,
+                       help="a leaderboard.json to list changed verdicts against (default: the page's committed "
+                            "history, the latest board whose verdicts differ)")  # fmt: skip
+    board.add_argument("--add", type=Path, metavar="BUNDLE",
+                       help="first take in a contributor's bundle (`bench submit`), once all of it checks out against "
+                            "this checkout; a refused bundle changes nothing")  # fmt: skip
     board.set_defaults(handler=_cmd_leaderboard)
+    _add_submit_parser(commands)
     readme = commands.add_parser("readme", help="write the figures of the README and docs/ from the results")
     readme.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
     readme.add_argument("--root", type=Path, default=Path("."), help="folder of README.md and docs/ (default .)")
@@ -86,6 +93,17 @@ def _add_check_variant_parser(commands: Any) -> None:
         "variant", metavar="NAME", help="a registered id or display name, or module:object before it is packaged"
     )
     check.set_defaults(handler=_cmd_check_variant)
+
+
+def _add_submit_parser(commands: Any) -> None:
+    submit = commands.add_parser(
+        "submit", help="bundle a plugin variant's results for a leaderboard: records, plugin, check-variant, provenance"
+    )
+    submit.add_argument("variant", metavar="NAME", help="the plugin variant's id or display name")
+    submit.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
+    submit.add_argument("--out", type=Path, default=None,
+                        help="the bundle file (default ./VARIANT-PLUGIN_VERSION.bundle.tar.gz)")  # fmt: skip
+    submit.set_defaults(handler=_cmd_submit)
 
 
 def _add_data_parser(commands: Any) -> None:
@@ -299,9 +317,22 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench.console import make_console
     from bench.run.pipeline import build_leaderboard
 
+    console = make_console()
+    if args.add is not None:
+        from bench.report.contribute import add_bundle
+
+        add_bundle(args.add, args.results, console)
     if not (args.results / "cells").is_dir():
         raise ValueError(f"no results in {args.results}/cells; run `bench run --results {args.results}` first")
-    build_leaderboard(args.results, make_console(), args.out)
+    build_leaderboard(args.results, console, args.out, args.against)
+    return 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from bench.console import make_console
+    from bench.report.contribute import submit
+
+    submit(args.variant, args.results, args.out, make_console())
     return 0
 
 
@@ -315,10 +346,8 @@ def _cmd_readme(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
-
     from bench.plan.validate import check_tracking_uri
-    from bench.record.tracking import default_tracking_uri, redact
+    from bench.record.tracking import default_tracking_uri, redact, serve_ui
 
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port {args.port}: a TCP port lies in 1..65535; e.g. --port 5000")
@@ -332,8 +361,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         made_by = f"--tracking-uri {uri}" if args.tracking_uri else f"--results {args.results}"
         raise ValueError(f"no MLflow store at {db}; run `bench run {made_by}` first")
     print(f"MLflow UI on http://{args.host}:{args.port} (store {redact(uri)}); Ctrl-C to stop")
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", args.host]
-    return subprocess.call([*command, "--port", str(args.port)])
+    return serve_ui(uri, args.host, args.port)
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from bench.registry import BUILTIN_DISTRIBUTION, Registry, variants
 from bench_record.compare import BASELINE
 
 if TYPE_CHECKING:
+    from bench.measure.conformance import CheckResult
     from bench.measure.decoder import DecoderConfig
     from bench_variants.base import AttentionConfig, VariantSpec
 
@@ -176,12 +177,19 @@ def cache_table(names: list[str] | None, heads: int, head_dim: int, layers: int,
 
 def check_variant_report(target: str) -> int:
     """Run the conformance checks against one variant (registry name or `module:object`); 1 if any failed."""
-    from bench.measure.conformance import FAIL, PASS, SKIP, load_target, run_checks
+    from bench.measure.conformance import load_target, run_checks
 
     spec = load_target(target)
     console = make_console()
     with console.status(f"checking {spec.id}"):
         results = run_checks(spec)
+    return conformance_table(spec, target, results, console)
+
+
+def conformance_table(spec: VariantSpec, target: str, results: list[CheckResult], console: Console) -> int:
+    """Print the conformance checks' `results` for `spec` (named `target` on the command line); 1 if any failed."""
+    from bench.measure.conformance import FAIL, PASS, SKIP
+
     style = {PASS: "[green]pass[/]", FAIL: "[bold red]FAIL[/]", SKIP: "[yellow]skipped[/]"}
     table = Table(title=f"Conformance of variant {escape(spec.id)} ({escape(spec.display_name)}, {escape(target)})")
     for col in ("check", "result", "detail"):

@@ -62,7 +62,8 @@ def run(suite: Suite, options: RunOptions) -> int:
     results = report_run.compare_with_baseline(store, cells, suite.baseline)
     report_run.summary_table(console, cells, results, timings)
     _analytic(options.results, console)
-    build_leaderboard(options.results, console)
+    page = build_leaderboard(options.results, console)
+    report_run.cards(console, page.parent / "leaderboard.json", {c.variant.id for c in todo})
     return 1 if any(r.status == "failed" for r in results.values()) else 0
 
 
@@ -212,12 +213,23 @@ def _record_gave_up(store: ResultStore, cell: matrix.Cell, console: Any) -> None
     store.write_cell({**base_record(cell), "status": "failed", "reason": reason, "attempts": attempts["count"]})
 
 
-def build_leaderboard(results: Path, console: Any, out_dir: Path | None = None) -> Path:
-    """The static site from the results store, with stale cells (code changed since) marked."""
+def build_leaderboard(results: Path, console: Any, out_dir: Path | None = None, against: Path | None = None) -> Path:
+    """The static site from the results store, with stale cells (code changed since) marked and the verdicts
+    that changed since an earlier board (`against`, else the page's committed history) listed."""
     from bench.plan.staleness import stale_reasons
+    from bench.run.history import earlier
     from bench_leaderboard import build
 
     records, _ = ResultStore(results).all_cells()  # the records that parse; the board names the others and skips them
-    page = build(results, out_dir=out_dir, stale=stale_reasons(records))
+    out = out_dir or results / "leaderboard"
+    page = build(results, out_dir=out, stale=stale_reasons(records), catalog=variant_catalog(),
+                 earlier=earlier(out, against))  # fmt: skip
     console.print(f"leaderboard: {page}")
     return page
+
+
+def variant_catalog() -> dict[str, dict[str, Any]]:
+    """What the registry says of each installed variant that its records do not: its reference, and whether a
+    package other than bench registered it."""
+    registry = variant_registry()
+    return {v.id: {"reference": v.reference, "contributed": registry.origin(v.id) != "bench"} for v in registry}

@@ -159,3 +159,40 @@ def gate_lines(console: Console, cells: list[Cell], results: dict[str, CellRecor
         gate = learn_gate(trivial, mean, task.higher_is_better, bound)
         colour = "green" if gate["learns"] else "red"
         console.print(f"{escape(task.id)}: [{colour}]{gate['status']}[/] ({escape(gate['reason'])})")
+
+
+def cards(console: Console, board_json: Any, trained: set[str]) -> None:
+    """The verdict card of each variant other than the baseline that this run trained, read from the
+    leaderboard just built: its one-line reading, per task its difference from QKV, and its costs beside QKV's."""
+    import json
+
+    from rich.panel import Panel
+
+    try:
+        found = json.loads(board_json.read_text(encoding="utf-8")).get("cards", [])
+    except (OSError, ValueError):
+        return
+    wanted = [c for c in found if c["variant"] in trained and not c["baseline"]]
+    for card in wanted:
+        lines = [f"[bold]{escape(card['reading'])}[/]"]
+        lines += [f"  {escape(t['task'])} ({escape(t['family'])}): {t['verdict']}, {escape(t['text'])}"
+                  f"{'; ' + escape(t['budget']) if t['budget'] else ''}" for t in card["tasks"]]  # fmt: skip
+        costs = card["costs"]
+        if costs["task"]:
+            shown = "; ".join(
+                f"{c['label']} {_figure(c['key'], c['value'])} (QKV {_figure(c['key'], c['baseline'])})"
+                for c in costs["items"]
+            )
+            lines.append(f"  costs on {escape(costs['task'])}'s model: {escape(shown)}")
+        title = f"verdict card: {escape(card['name'])} ({escape(card['variant'])}), page {escape(card['page'])}"
+        console.print(Panel("\n".join(lines), title=title, expand=False))
+
+
+def _figure(key: str, value: Any) -> str:
+    """A card's cost figure: bytes in B/KiB/MiB, FLOPs to 3 digits, rates as whole numbers."""
+    if value is None:
+        return "-"
+    if key.startswith("kv_bytes") or key.endswith("_bytes"):
+        power = 2 if value >= 2**20 else 1 if value >= 2**10 else 0
+        return f"{value / 1024**power:,.1f} {('B', 'KiB', 'MiB')[power]}" if power else f"{value:,.0f} B"
+    return f"{value:.3g}" if key.startswith("train_flops") else f"{value:,.0f}"

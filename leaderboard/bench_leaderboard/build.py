@@ -26,7 +26,7 @@ from markupsafe import Markup
 from bench_record import CellRecord
 from bench_record.files import atomic_file
 
-from . import budget, claims, item_intervals, model, paper, plots, scoring, tested
+from . import budget, cards, changes, claims, item_intervals, model, paper, plots, scoring, tested
 from .load import load_analytic, load_results
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -61,6 +61,8 @@ def board(
     problems: list[str],
     stale: Mapping[str, str],
     analytic: Mapping[str, Any] | None = None,
+    catalog: Mapping[str, Mapping[str, Any]] | None = None,
+    earlier: changes.Earlier | None = None,
 ) -> dict[str, Any]:
     """The whole leaderboard as one JSON-able dict (the source of all three output files).
 
@@ -68,9 +70,13 @@ def board(
         records: Valid cell results.
         problems: One message per result file that was skipped.
         stale: cell id -> why its result no longer matches the code.
+        analytic: The study's shapes measured (`results/analytic.json`), where present.
+        catalog: variant id -> what the registry says of it beyond the records (`reference`), where known.
+        earlier: Earlier boards to say what changed against (`changes.since`).
 
     Returns:
-        A dict with `groups` (task tables, each with its trivial baseline and learning gate),
+        A dict with `cards` (one verdict card per variant, `cards.make`), `changes` (`changes.since`),
+        `groups` (task tables, each with its trivial baseline and learning gate),
         `overview`, `paper`, `claims` and `problems`. Tasks that do not pass the gate are listed in
         `overview.left_out` and take no part in ranks, fronts, claims or the paper comparison.
     """
@@ -79,20 +85,28 @@ def board(
     for group in groups:
         group["plot"] = plots.scatter(group)
         _mark_front(group)
+        for row in group["rows"]:  # a contributor's variant is marked wherever it shows
+            row["contributed"] = bool(((catalog or {}).get(row["variant"]) or {}).get("contributed"))
     excluded = model.left_out(groups)
     cells = model.gated(model.current_cells(records, stale), excluded)
     left = [{"task": task, "why": why} for task, why in excluded.items()]  # in the groups' task order
+    verdicts = cards.make(groups, catalog or {})
     return {
         # 2: metric-aware intervals, BH q-values, tie-aware ranks, aggregates, claim tests;
-        # 3: ablation rows and the "+" ablation report, analytic checks measured at the study's shape
-        "schema_version": 3,
+        # 3: ablation rows and the "+" ablation report, analytic checks measured at the study's shape;
+        # 4: verdict cards (`cards`) and the verdicts changed against an earlier board (`changes`)
+        "schema_version": 4,
         "cells": len(records),
         "problems": sorted(problems),
         "baseline": model.BASELINE,
         "mlflow_ui": model.MLFLOW_UI,
         "groups": groups,
+        "cards": verdicts,
+        "changes": changes.since({"groups": groups}, earlier),
+        "card_plots": [{"family": f, "plot": cards.family_plot(verdicts, f)} for f in cards.families_of(verdicts)],
         "overview": overview(groups, left),
         "methods": {
+            "cards": cards.NOTE,
             "intervals": scoring.INTERVAL_NOTE,
             "item_intervals": item_intervals.NOTE,
             "stars": scoring.STAR_NOTE,
@@ -219,7 +233,9 @@ def render_csv(data: Mapping[str, Any]) -> str:
 def render_json(data: Mapping[str, Any]) -> str:
     """The model as JSON, keys sorted; the SVG geometry and the compare view are left out (layout, not data)."""
     groups = [{k: v for k, v in g.items() if k != "plot"} for g in data["groups"]]
-    rest = {k: v for k, v in data.items() if k != "compare"}  # the page's view of per-seed values in groups
+    rest = {
+        k: v for k, v in data.items() if k not in ("compare", "card_plots")
+    }  # the page's view of per-seed values in groups
     return json.dumps({**rest, "groups": groups}, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
@@ -291,20 +307,40 @@ def render_html(data: Mapping[str, Any]) -> str:
     return environment().get_template("index.html.j2").render(board=data, script=Markup(script), script_hash=digest)
 
 
+def render_variant(data: Mapping[str, Any], card: Mapping[str, Any]) -> str:
+    """A variant's own page: its card, what it is, and every task's result with its budget curve and seeds."""
+    rows = [
+        {"group": g, "row": r, "base": next((b for b in g["rows"] if b["variant"] == model.BASELINE), None)}
+        for g in data["groups"]
+        for r in g["rows"]
+        if r["variant"] == card["variant"]
+    ]
+    return environment().get_template("variant.html.j2").render(board=data, card=card, results=rows)
+
+
 def _write(path: Path, text: str) -> None:
     """Written whole through a temp file of its own, so a reader never sees half a page and two runs
     writing the board at once each replace it whole (the last one wins)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path, "w", encoding="utf-8", newline="\n") as handle:
         handle.write(text)
 
 
-def build_report(results_dir: Path, out_dir: Path | None = None, stale: Mapping[str, str] | None = None) -> Built:
+def build_report(
+    results_dir: Path,
+    out_dir: Path | None = None,
+    stale: Mapping[str, str] | None = None,
+    catalog: Mapping[str, Mapping[str, Any]] | None = None,
+    earlier: changes.Earlier | None = None,
+) -> Built:
     """Build the leaderboard and say what was written and which result files were skipped.
 
     Args:
         results_dir: The results folder (holding `cells/*.json`).
         out_dir: Where to write; default `results_dir / "leaderboard"`.
         stale: cell id -> why the stored result no longer matches the code (computed by the caller).
+        catalog: variant id -> what the registry says of it beyond the records (`reference`), where known.
+        earlier: Earlier boards to say what changed against (`changes.since`).
 
     Returns:
         The paths written and the problems found (also shown on the page).
@@ -312,26 +348,36 @@ def build_report(results_dir: Path, out_dir: Path | None = None, stale: Mapping[
     out = out_dir if out_dir is not None else results_dir / "leaderboard"
     out.mkdir(parents=True, exist_ok=True)
     records, problems = load_results(results_dir)
-    data = board(records, problems, stale or {}, load_analytic(results_dir))
+    data = board(records, problems, stale or {}, load_analytic(results_dir), catalog, earlier)
     built = Built(out / "index.html", out / "leaderboard.json", out / "leaderboard.csv", list(data["problems"]))
     _write(built.index, render_html(data))
     _write(built.json, render_json(data))
     _write(built.csv, render_csv(data))
+    for card in data["cards"]:
+        _write(out / card["page"], render_variant(data, card))
     return built
 
 
-def build(results_dir: Path, out_dir: Path | None = None, stale: Mapping[str, str] | None = None) -> Path:
+def build(
+    results_dir: Path,
+    out_dir: Path | None = None,
+    stale: Mapping[str, str] | None = None,
+    catalog: Mapping[str, Mapping[str, Any]] | None = None,
+    earlier: changes.Earlier | None = None,
+) -> Path:
     """Build the leaderboard; print each skipped result file to stderr; return the index.html path.
 
     Args:
         results_dir: The results folder (holding `cells/*.json`).
         out_dir: Where to write; default `results_dir / "leaderboard"`.
         stale: cell id -> why the stored result no longer matches the code (computed by the caller).
+        catalog: variant id -> what the registry says of it beyond the records (`reference`), where known.
+        earlier: Earlier boards to say what changed against (`changes.since`).
 
     Returns:
         The path of `index.html`; `leaderboard.json` and `leaderboard.csv` sit beside it.
     """
-    built = build_report(results_dir, out_dir, stale)
+    built = build_report(results_dir, out_dir, stale, catalog, earlier)
     for problem in built.problems:
         print(f"leaderboard: skipped {problem}", file=sys.stderr)
     return built.index

@@ -120,13 +120,14 @@ def _heads(record: CellRecord) -> dict[str, Any]:
     shape = record.costs.attention if record.costs else None
     keys = ("n_heads", "kv_heads", "head_dim", "tensors_per_head")
     if shape and shape.n_heads is not None:
-        return {**{k: getattr(shape, k) for k in keys}, "heads_source": "costs.attention"}
+        return {**{k: getattr(shape, k) for k in keys}, "heads_source": "costs.attention", "cache_formula": shape.cache}
     heads = _num((record.config or {}).get("n_heads"))
     # older records: the variant's kv_heads field ("H" or a count) is the only statement of g
     g = record.variant.kv_heads or ""
     kv_heads = heads if g == "H" else int(g) if g.isdigit() else None
     source = "config" if heads is not None else None
-    return {"n_heads": heads, "kv_heads": kv_heads, "head_dim": None, "tensors_per_head": None, "heads_source": source}
+    return {"n_heads": heads, "kv_heads": kv_heads, "head_dim": None, "tensors_per_head": None, "heads_source": source,
+            "cache_formula": None}  # fmt: skip
 
 
 def _params(record: CellRecord) -> dict[str, Any]:
@@ -476,6 +477,7 @@ def _group(key: tuple[str, str], members: list[CellRecord], stale: Mapping[str, 
         "direction": "higher is better" if task.higher_is_better else "lower is better",
         "family": task.family or "",
         "measures": measures_text(task, [r for r in rows if r["status"] == "ok"]),
+        "equivalence_margin": task.equivalence_margin,
         "causal": bool(task.causal),
         "task_version": task.version or "",
         "baseline_present": base is not None,

@@ -199,3 +199,44 @@ def scatter(group: Mapping[str, Any]) -> dict[str, Any]:
         "unlabelled": unlabelled,
         "x_label": f"{words} (fp16{_at_heads(rows)}{', log scale' if log else ''})",
     }
+
+
+def relative_scatter(points: Sequence[Mapping[str, Any]], y_label: str) -> dict[str, Any]:
+    """SVG geometry for the cards' plot: KV cache as a fraction of QKV's (x, log scale) against a change in
+    percent (y), each point with a bar over `low`-`high`; the same shape `scatter` gives a task group.
+
+    Args:
+        points: Each {x, y, low, high, name, variant, tasks}.
+        y_label: The y axis' words.
+    """
+    base: dict[str, Any] = {"width": WIDTH, "height": HEIGHT, "left": LEFT, "top": TOP, "right": WIDTH - RIGHT}
+    base.update(bottom=HEIGHT - BOTTOM, y_label=y_label, front_path="", x_label="KV cache / QKV's (log scale)")
+    if not points:
+        return {**base, "points": [], "x_ticks": [], "y_ticks": [], "unlabelled": []}
+    x_of, x_ticks, _ = _x_axis([p["x"] for p in points], WIDTH - LEFT - RIGHT)
+    y_of, y_ticks = _y_axis([p["low"] for p in points], [p["high"] for p in points], HEIGHT - TOP - BOTTOM)
+    out = [
+        {
+            "cx": round(x_of(p["x"]), 2), "cy": round(y_of(p["y"]), 2),
+            "y_lo": round(y_of(p["low"]), 2), "y_hi": round(y_of(p["high"]), 2),
+            "label": _short(p["name"]), "front": False,
+            "title": f"{p['name']} ({p['variant']}): median {p['y']:+.1f}% over {p['tasks']} task(s), "
+                     f"range {p['low']:+.1f}% to {p['high']:+.1f}%; cache {p['x']:.3g} of QKV's",
+        }
+        for p in points
+    ]  # fmt: skip
+    order = sorted(range(len(out)), key=lambda i: (-points[i]["y"], i))
+    bounds = (LEFT + 1, TOP, WIDTH - 2, HEIGHT - BOTTOM - 1)
+    spots = place_labels([(out[i]["cx"], out[i]["cy"]) for i in order], [out[i]["label"] for i in order], bounds)
+    unlabelled = []
+    for i, spot in zip(order, spots, strict=True):
+        out[i]["label_at"] = spot
+        if spot is None:
+            unlabelled.append(points[i]["name"])
+    return {
+        **base,
+        "points": out,
+        "x_ticks": [{"pos": round(x_of(v), 2), "label": f"{v:g}x"} for v, _ in x_ticks],
+        "y_ticks": [{"pos": round(y_of(v), 2), "label": s} for v, s in y_ticks],
+        "unlabelled": unlabelled,
+    }

@@ -643,8 +643,8 @@ def test_inconclusive_claim_says_how_it_leans_and_seeds_needed() -> None:
 
 def test_board_statistics(built: dict[str, Any]) -> None:
     data = built["data"]
-    methods = {"intervals", "item_intervals", "stars", "ranks", "budget", "seeds", "tuning"}
-    assert data["schema_version"] == 3 and set(data["methods"]) == methods
+    methods = {"intervals", "item_intervals", "stars", "ranks", "budget", "seeds", "tuning", "cards"}
+    assert data["schema_version"] == 4 and set(data["methods"]) == methods
     for g in data["groups"]:
         for r in g["rows"]:
             if r["status"] == "ok" and r["metric"] == "accuracy":
