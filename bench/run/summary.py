@@ -180,8 +180,8 @@ def cards(console: Console, board_json: Any, trained: set[str]) -> None:
         costs = card["costs"]
         if costs["task"]:
             shown = "; ".join(
-                f"{c['label']} {_figure(c['key'], c['value'])} (QKV {_figure(c['key'], c['baseline'])})"
-                for c in costs["items"]
+                f"{c['label']} {_figure(key, c['value'])} (QKV {_figure(key, c['baseline'])})"
+                for key, c in costs["figures"].items()
             )
             lines.append(f"  costs on {escape(costs['task'])}'s model: {escape(shown)}")
         title = f"verdict card: {escape(card['name'])} ({escape(card['variant'])}), page {escape(card['page'])}"

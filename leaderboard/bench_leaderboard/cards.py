@@ -106,10 +106,11 @@ def _costs(rows: Mapping[str, Mapping[str, Any]], bases: Mapping[str, Mapping[st
     """The variant's costs beside QKV's on the reference task: the LM where it ran, else its first ranked task."""
     task = REFERENCE_TASK if REFERENCE_TASK in rows else next(iter(rows), None)
     if task is None:
-        return {"task": None, "items": [], "kv_reduction": None}
+        return {"task": None, "figures": {}, "kv_reduction": None}
     mine, qkv = rows[task], bases[task]
-    items = [{"key": key, "label": label, "value": mine.get(key), "baseline": qkv.get(key)} for key, label in COSTS]
-    return {"task": task, "items": items, "kv_reduction": _reduction(mine, qkv)}
+    # keyed by the row's own field names, so a reader that drops measured fields (throughput) drops them here too
+    figures = {key: {"label": label, "value": mine.get(key), "baseline": qkv.get(key)} for key, label in COSTS}
+    return {"task": task, "figures": figures, "kv_reduction": _reduction(mine, qkv)}
 
 
 def _reduction(mine: Mapping[str, Any], qkv: Mapping[str, Any]) -> float | None:

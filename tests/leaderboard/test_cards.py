@@ -67,7 +67,7 @@ def test_a_card_reads_the_ranked_task_tables(built: dict[str, Any]) -> None:
     assert tied["tasks"][1]["short"] == f"{lm['vs_baseline']['mean_diff'] / base['mean'] * 100:+.1f}% perplexity"
     assert [(f["family"], f["counts"]["worse"]) for f in tied["families"]] == [("synthetic", 1), ("lm", 1)]
     assert tied["costs"]["task"] == "lm" and tied["costs"]["kv_reduction"] == pytest.approx(0.5)
-    kv = next(i for i in tied["costs"]["items"] if i["key"] == "kv_bytes_per_token")
+    kv = tied["costs"]["figures"]["kv_bytes_per_token"]
     assert (kv["value"], kv["baseline"]) == (lm["kv_bytes_per_token"], base["kv_bytes_per_token"])
     assert tied["reading"].startswith("same as QKV on 0 of 2 tasks")
     assert "worse on 2 (synthetic 1, lm 1; largest: " in tied["reading"]

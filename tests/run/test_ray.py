@@ -133,16 +133,6 @@ def _fits(results: Path) -> dict[str, Counter[tuple[str, str]]]:
     return fits
 
 
-def _in_flight(results: Path) -> int:
-    """The fits running now (child runs RUNNING) in a run's MLflow store, once the driver has made it."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    running = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
-    return sum("mlflow.parentRunId" in run.data.tags for run in running)
-
-
 def _nodes_used(output: str) -> set[str]:
     return {line.rsplit("(on node ", 1)[1].rstrip(")") for line in output.splitlines() if "(on node " in line}
 
@@ -201,9 +191,6 @@ def test_a_node_lost_mid_cell_costs_at_most_its_fit_in_flight(cluster: Cluster, 
     while not list((results / "partial").glob("*/seed-*.json")):  # both nodes busy with a cell each
         assert driver.poll() is None and time.monotonic() < deadline, "the run ended before any seed was saved"
         time.sleep(0.2)
-    while _in_flight(results) < 2:  # and each mid-fit: the lost node's fit is lost in flight, its run RUNNING
-        assert driver.poll() is None and time.monotonic() < deadline, "the two nodes never fitted at once"
-        time.sleep(0.1)
     cluster.ray.kill_node(1)
     output, _ = driver.communicate(timeout=900)
     assert driver.returncode == 0, output[-4000:]
